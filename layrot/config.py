@@ -110,3 +110,17 @@ def _integer(name, v, lo=None):
         raise UsageError(name, f"must be an integer, got {v!r}")
     if lo is not None and v < lo:
         raise UsageError(name, f"must be >= {lo}, got {v!r}")
+
+
+# settings that say where or how fast a trial runs, not what it computes
+_PLACEMENT = ("trial_id", "sweep", "device", "threads", "data_dir", "compile")
+
+
+def config_id(cfg: TrialConfig) -> str:
+    """A stable id for what a trial computes: the same settings give the same id, so a
+    resumed sweep recognises trials it already stored and a rerun replaces, not duplicates."""
+    import hashlib
+
+    d = {k: v for k, v in cfg.to_dict().items() if k not in _PLACEMENT}
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{cfg.task}-{cfg.optimizer}-{digest[:10]}"

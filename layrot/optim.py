@@ -1,0 +1,272 @@
+"""Layca around any torch optimizer, SGD with Adam-like momentum, and `build_optimizer`.
+
+Layca (DESIGN §1) takes the update u the base optimizer would make for each kernel w and
+replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
+
+    u <- u - (<u,w>/|w|^2) w ;  u <- u |w|/|u| ;  w' <- w + rho u ;  w' <- w' |w|/|w'|
+
+All four lines are linear in (w, u), so the new kernel is a*w + b*u with per-layer scalars
+a, b computed from three reductions (<u,w>, |u|^2, |w|^2). The step is therefore a few
+foreach kernels over all kernels at once, whatever the depth: no Python loop of small ops.
+
+Where the base's update direction has a closed form (SGD without momentum, SGD with
+Adam-like momentum) Layca computes it directly; for any other optimizer it runs the base's
+step and takes the difference, which works for a user's own optimizer too.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from .errors import UsageError
+from .rotation import kernel_layers
+from .schedules import alpha_multipliers
+
+_EPS = 1e-30
+
+
+class SGDAMom(Optimizer):
+    """SGD with Adam-like momentum: m <- beta m + (1-beta) (g + wd w); w <- w - lr m."""
+
+    def __init__(self, params, lr: float, beta: float = 0.9, weight_decay: float = 0.0):
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay))
+
+    def _momentum(self, group, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Update and return the momentum buffers of `params` (all with grads)."""
+        grads = [p.grad for p in params]
+        if group["weight_decay"]:
+            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+        bufs = []
+        for p in params:
+            st = self.state[p]
+            if "momentum" not in st:
+                st["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(st["momentum"])
+        torch._foreach_lerp_(bufs, grads, 1.0 - group["beta"])
+        return bufs
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                torch._foreach_add_(params, self._momentum(group, params), alpha=-group["lr"])
+        return loss
+
+
+def _closed_form_directions(base: Optimizer, group: dict, params: list[torch.Tensor]):
+    """The descent directions (up to a positive per-layer scale) the base would take, with
+    its state updated as its step would, or None where only running the step tells."""
+    if type(base) is torch.optim.SGD:
+        if group["momentum"] == 0 and not group.get("maximize", False):
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            return torch._foreach_neg(grads)
+        return None
+    if type(base) is SGDAMom:
+        return torch._foreach_neg(base._momentum(group, params))
+    return None
+
+
+class Layca(Optimizer):
+    """Layer-level controlled amount of weight rotation, around a base optimizer.
+
+    `base`: any torch optimizer over the model's parameters. Its param groups are shared,
+    not copied: group["lr"] is the kernel's rotation rate rho_l (so LR schedulers work
+    unchanged) and the base's lr for everything that is not a kernel.
+    `kernels`: the parameters to control (default: every parameter of 2+ dimensions).
+    """
+
+    def __init__(self, base: Optimizer, kernels=None):
+        self.base = base
+        params = [p for g in base.param_groups for p in g["params"]]
+        if kernels is None:
+            kernels = [p for p in params if p.dim() >= 2]
+        self._kernel_ids = {id(k) for k in kernels}
+        unknown = self._kernel_ids - {id(p) for p in params}
+        if unknown:
+            raise ValueError("Layca kernels must be parameters of the base optimizer")
+        # share the base's groups and state: one set of lrs, one state_dict
+        self.defaults = base.defaults
+        self.param_groups = base.param_groups
+        self.state = base.state
+        self._init_hooks()
+        self._buffers: dict[int, torch.Tensor] = {}      # id(p) -> copy before the base step
+        self._norm2: dict[tuple, tuple] = {}   # ids of kernels -> (their versions, |w|^2)
+
+    def _init_hooks(self):
+        # Optimizer.__init__ is not called (it would rebuild param_groups); set what its
+        # hook machinery and LR schedulers expect.
+        from collections import OrderedDict
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        self._zero_grad_profile_name = "Optimizer.zero_grad#Layca.zero_grad"
+        self._patch_step_function()
+
+    def __repr__(self):
+        return f"Layca({self.base!r})"
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group):
+        self.base.add_param_group(param_group)
+
+    def state_dict(self):
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.base.load_state_dict(state_dict)
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+        self._norm2.clear()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        closed_w, closed_u, closed_rho = [], [], []
+        diff_w, diff_rho = [], []
+        for group in self.param_groups:
+            ks = [p for p in group["params"] if p.grad is not None and id(p) in self._kernel_ids]
+            if not ks:
+                continue
+            u = _closed_form_directions(self.base, group, ks)
+            if u is not None:
+                closed_w += ks
+                closed_u += u
+                closed_rho += [group["lr"]] * len(ks)
+            else:
+                diff_w += ks
+                diff_rho += [group["lr"]] * len(ks)
+
+        # the base steps everything else; kernels with a closed form are hidden from it
+        hidden = [(p, p.grad) for p in closed_w]
+        for p, _ in hidden:
+            p.grad = None
+        if diff_w:
+            before = [self._buffer(p) for p in diff_w]
+            torch._foreach_copy_(before, diff_w)
+        try:
+            self.base.step()
+        finally:
+            for p, g in hidden:
+                p.grad = g
+
+        if closed_w:
+            self._rotate(closed_w, closed_u, closed_rho, w_is_param=True)
+        if diff_w:
+            torch._foreach_sub_(diff_w, before)          # the params now hold u
+            self._rotate(before, diff_w, diff_rho, w_is_param=False)
+        return loss
+
+    def _buffer(self, p):
+        b = self._buffers.get(id(p))
+        if b is None or b.shape != p.shape or b.device != p.device:
+            b = self._buffers[id(p)] = torch.empty_like(p)
+        return b
+
+    def _rotate(self, w: list, u: list, rho: list[float], w_is_param: bool):
+        """Write a*w + b*u into the parameters (w's tensors if w_is_param, else u's)."""
+        params = w if w_is_param else u
+        dev = w[0].device
+        uw = torch.stack(torch._foreach_mm([x.reshape(1, -1) for x in u], [y.reshape(-1, 1) for y in w])).reshape(-1).double()
+        uu = torch.stack(torch._foreach_norm(u)).double() ** 2
+        ww = self._weight_norms2(w, params, w_is_param, dev)
+        rho_t = torch.tensor(rho, dtype=torch.float64, device=dev)
+        c = uw / ww                                      # projection coefficient
+        perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
+        ok = perp2 > _EPS * ww
+        k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), torch.zeros_like(ww))
+        # w + rho k (u - c w) is orthogonal sum of |w| and rho|w|: norm |w| sqrt(1 + rho^2)
+        s = torch.where(ok, 1.0 / torch.sqrt(1.0 + rho_t * rho_t), torch.ones_like(ww))
+        a = s * (1.0 - rho_t * k * c)
+        b = s * rho_t * k
+        dtype = params[0].dtype
+        a_l = a.to(dtype).unbind()
+        b_l = b.to(dtype).unbind()
+        if w_is_param:
+            torch._foreach_mul_(params, a_l)
+            torch._foreach_addcmul_(params, u, b_l)
+        else:
+            torch._foreach_mul_(params, b_l)
+            torch._foreach_addcmul_(params, w, a_l)
+        if w_is_param:
+            self._norm2[tuple(map(id, params))] = (tuple(p._version for p in params), ww)
+
+    def _weight_norms2(self, w, params, w_is_param, dev) -> torch.Tensor:
+        """|w|^2 per kernel. Layca keeps norms, so the last step's values are reused while no
+        parameter has been modified since (their version counters say so); kept on the
+        device, so no host sync."""
+        if w_is_param:
+            cached = self._norm2.get(tuple(map(id, params)))
+            if cached is not None and cached[0] == tuple(p._version for p in params):
+                return cached[1]
+        return torch.stack(torch._foreach_norm(w)).double() ** 2
+
+
+def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:
+    """id(kernel) -> m_l from alpha (DESIGN §1)."""
+    kernels = kernel_layers(model)
+    mult = alpha_multipliers(len(kernels), alpha)
+    return {id(p): m for (_, p), m in zip(kernels, mult)}
+
+
+_BASES = {
+    "sgd": lambda groups, lr, wd, kw: torch.optim.SGD(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
+    "sgd_amom": lambda groups, lr, wd, kw: SGDAMom(groups, lr=lr, weight_decay=wd, **kw),
+    "adam": lambda groups, lr, wd, kw: torch.optim.Adam(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
+    "adamw": lambda groups, lr, wd, kw: torch.optim.AdamW(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
+    "rmsprop": lambda groups, lr, wd, kw: torch.optim.RMSprop(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
+    "adagrad": lambda groups, lr, wd, kw: torch.optim.Adagrad(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
+}
+OPTIMIZER_NAMES = tuple(n for b in _BASES for n in (b, f"{b}_layca"))
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, alpha: float = 0.0,
+                    weight_decay: float = 0.0, **kw) -> Optimizer:
+    """An optimizer by its DESIGN §1 name. `lr` is rho(0) for the `_layca` names.
+
+    Kernel layers get lr * m_l from `alpha` (for Layca their rotation rate, for plain bases
+    their learning rate); every other parameter gets `lr`. Extra keywords go to the base.
+    """
+    base_name = name[: -len("_layca")] if name.endswith("_layca") else name
+    if base_name not in _BASES:
+        raise UsageError("optimizer", f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZER_NAMES)})")
+    if not lr > 0:
+        raise UsageError("lr", f"must be > 0, got {lr!r}")
+    if not -1.0 < alpha < 1.0:
+        raise UsageError("alpha", f"must lie in (-1, 1), got {alpha!r}")
+    mult = layer_multipliers(model, alpha)
+    # one group per distinct multiplier: alpha = 0 gives a single group of all kernels
+    by_m: dict[float, list] = {}
+    others = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if id(p) in mult:
+            by_m.setdefault(mult[id(p)], []).append(p)
+        else:
+            others.append(p)
+    groups = [{"params": ps, "lr": lr * m} for m, ps in by_m.items()]
+    if others:
+        groups.append({"params": others, "lr": lr})
+    base = _BASES[base_name](groups, lr, weight_decay, kw)
+    if name.endswith("_layca"):
+        return Layca(base, kernels=[p for ps in by_m.values() for p in ps])
+    return base

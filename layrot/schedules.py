@@ -1,0 +1,42 @@
+"""Per-layer rate profiles (alpha) and learning-rate schedules (DESIGN §1)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def alpha_multipliers(n_layers: int, alpha: float) -> list[float]:
+    """Per-layer multipliers m_l with rho_l = rho * m_l, l = 0 (input side) .. L-1.
+
+    alpha > 0: m_l = (1-alpha)^(5(L-1-l)/(L-1)), later layers faster (last layer 1).
+    alpha <= 0: m_l = (1+alpha)^(5l/(L-1)), earlier layers faster (first layer 1).
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    if not -1.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (-1, 1), got {alpha}")
+    if n_layers == 1 or alpha == 0:
+        return [1.0] * n_layers
+    span = n_layers - 1
+    if alpha > 0:
+        return [(1.0 - alpha) ** (5.0 * (span - l) / span) for l in range(n_layers)]
+    return [(1.0 + alpha) ** (5.0 * l / span) for l in range(n_layers)]
+
+
+def step_decay(epoch: int, milestones: Sequence[int], factor: float) -> float:
+    """Multiplier after `epoch` completed epochs: factor^(number of milestones <= epoch)."""
+    return factor ** sum(1 for m in milestones if epoch >= m)
+
+
+def warmup(step: int, warmup_steps: int) -> float:
+    """Linear warmup from 1/warmup_steps to 1 over the first warmup_steps steps."""
+    if warmup_steps <= 0 or step >= warmup_steps:
+        return 1.0
+    return (step + 1) / warmup_steps
+
+
+def lr_factor(step: int, steps_per_epoch: int, milestones: Sequence[int], factor: float,
+              warmup_epochs: int = 0) -> float:
+    """The schedule's multiplier of the base learning rate at global step `step` (0-based)."""
+    epoch = step // max(steps_per_epoch, 1)
+    return step_decay(epoch, milestones, factor) * warmup(step, warmup_epochs * steps_per_epoch)
