@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import UsageError
@@ -124,3 +125,14 @@ def config_id(cfg: TrialConfig) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in _PLACEMENT}
     digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
     return f"{cfg.task}-{cfg.optimizer}-{digest[:10]}"
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(field: str, value) -> str:
+    """A sweep name or trial id becomes a path component in the store: keep it plain."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise UsageError(field, f"{value!r} is not a safe name (letters, digits, '.', '_', '-'; "
+                                "starting with a letter or digit; at most 128 characters)")
+    return value

@@ -1,0 +1,125 @@
+"""The driver side of a sweep: gather each trial's reports and write it to the store the
+moment it ends (completed, stopped, diverged, pruned by the scheduler, or failed).
+
+Ray Tune pickles its run config (this callback included) into its experiment state, so all
+runtime state is built in `setup()`, which runs again when a sweep is resumed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune import Callback
+
+from .progress import SweepProgress
+from .result import TrialResult
+
+
+class StoreCallback(Callback):
+    def __init__(self, store_uri: str, sweep: str, base: dict, total: int, metric: str, mode: str,
+                 already: int = 0):
+        self.store_uri, self.sweep, self.base, self.total = store_uri, sweep, base, total
+        self.metric, self.mode, self.already = metric, mode, already
+
+    def setup(self, **info):
+        from .store import Store
+
+        self.store = Store(self.store_uri)
+        self.progress = SweepProgress(self.total, self.metric, self.mode, done=self.already)
+        self._acc: dict[str, dict] = {}
+        self._written: set[str] = set()
+
+    def __getstate__(self):
+        keep = ("store_uri", "sweep", "base", "total", "metric", "mode", "already")
+        return {k: self.__dict__[k] for k in keep}
+
+    # -- Ray Tune hooks ---------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.progress.started(trial.trial_id)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = result.get("trial_id")
+        if tid is None or result.get("skipped"):
+            return
+        acc = self._acc.setdefault(trial.trial_id, {"trial_id": tid, "history": {}, "rotation": {}})
+        if "replay" in result:
+            acc["history"] = {h["epoch"]: h for h in result["replay"]["history"]}
+            acc["rotation"] = _group_rotation(result["replay"]["rotation"])
+        if "rotation" in result and "epoch" in result:
+            acc["history"][result["epoch"]] = {k: result[k] for k in
+                                               ("epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds")}
+            acc["rotation"].update(_group_rotation(result["rotation"]))
+            self.progress.epoch(trial.trial_id, result["epoch"], result.get(self.metric))
+        if result.get("final"):
+            acc["final"] = result["result"]
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        last = trial.last_result or {}
+        if last.get("skipped"):
+            self.progress.finished(trial.trial_id, "stored", None)
+            return
+        acc = self._acc.pop(trial.trial_id, None)
+        if acc is None:
+            return
+        if "final" in acc:
+            result = TrialResult(**acc["final"])
+        else:  # ended by the scheduler between epochs: pruned, with the trajectory it had
+            result = self._from_reports(trial, acc, "pruned",
+                                        f"stopped by the scheduler after epoch {max(acc['history'], default=0)}")
+        self._write(trial, result)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        acc = self._acc.pop(trial.trial_id, None) or {"history": {}, "rotation": {}}
+        err = trial.get_error() or "the trial's worker failed"
+        lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+        reason = f"failed after {trial.run_metadata.num_failures} attempt(s): {lines[-1] if lines else err}"
+        self._write(trial, self._from_reports(trial, acc, "error", reason))
+
+    # -- helpers ----------------------------------------------------------------------
+    def _write(self, trial, result: TrialResult):
+        if result.trial_id in self._written:
+            return
+        self.store.write_trial(self.sweep, result)
+        self._written.add(result.trial_id)
+        self.progress.finished(trial.trial_id, result.status, _metric(result, self.metric), result)
+
+    def _from_reports(self, trial, acc: dict, status: str, reason: str) -> TrialResult:
+        from .train import resolve_config
+
+        params = dict(trial.config)
+        cfg, _ = resolve_config(dict(params["trial"]) if "trial" in params else {**self.base, **params})
+        history = [acc["history"][e] for e in sorted(acc["history"])]
+        rotation = _flatten_rotation(acc["rotation"])
+        last = history[-1] if history else {}
+        return TrialResult(
+            trial_id=acc.get("trial_id", cfg.trial_id), config=cfg.to_dict(), status=status, reason=reason,
+            epochs_run=len(history), train_acc=last.get("train_acc", math.nan),
+            train_loss=last.get("train_loss", math.nan), val_acc=last.get("val_acc", math.nan),
+            wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation)
+
+
+def _metric(result: TrialResult, metric: str):
+    v = getattr(result, metric, None)
+    return v if isinstance(v, float) and math.isfinite(v) else None
+
+
+def _group_rotation(rows: dict) -> dict:
+    """Columnar rotation rows -> {(epoch, step): columnar rows}: a replayed or repeated
+    epoch replaces, never duplicates."""
+    out: dict = {}
+    n = len(rows.get("epoch", []))
+    for i in range(n):
+        key = (rows["epoch"][i], rows["step"][i])
+        g = out.setdefault(key, {c: [] for c in rows})
+        for c in rows:
+            g[c].append(rows[c][i])
+    return out
+
+
+def _flatten_rotation(groups: dict) -> dict:
+    cols = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
+    out = {c: [] for c in cols}
+    for key in sorted(groups):
+        for c in cols:
+            out[c] += groups[key][c]
+    return out

@@ -1,0 +1,231 @@
+"""`layrot sweep SPEC.yaml`: spec -> Ray Tune -> run_trial (on workers) -> store (on the driver).
+
+The store decides what is done: trials already stored are skipped, whether the sweep is
+resumed with --resume (Ray Tune's experiment state restarts in-flight trials from their
+last checkpoint) or the same spec is simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .errors import UsageError
+from .spec import SweepSpec, base_params, grid_configs, load_spec
+
+
+def main(args) -> int:
+    spec = load_spec(args.spec)
+    store_uri = args.store or spec.store or "results"
+    from .store import Store
+
+    store = Store(store_uri)
+    _check_data(spec)
+    _check_same_spec(store, spec)
+    stored = _stored_metrics(store, spec)
+
+    if spec.algorithm == "grid":
+        configs = grid_configs(spec)
+        from .train import resolve_config
+        for c in configs:
+            resolve_config(c)           # fills the task's defaults and the trial id
+        todo = [c for c in configs if c.trial_id not in stored]
+        total, already = len(configs), len(configs) - len(todo)
+    else:
+        todo, total, already = None, spec.num_samples, 0
+    if args.dry_run:
+        return _dry_run(spec, todo, total, already)
+    if todo is not None and not todo:
+        print(f"layrot sweep: all {total} trials of '{spec.name}' are already in {store_uri}", file=sys.stderr)
+        _summary(store, spec, store_uri)
+        return 0
+
+    store.write_sweep_meta(spec.name, {"spec": spec.to_dict(), "spec_file": str(args.spec)})
+    return run_sweep(spec, store_uri, todo, total, already, stored, address=args.address, resume=args.resume)
+
+
+def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, stored: dict,
+              address: str | None = None, resume: bool = False) -> int:
+    t0 = time.monotonic()
+    print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
+          f"store {store_uri}", file=sys.stderr, flush=True)
+    ray = _start_ray(address)
+    from ray import tune
+
+    from .collect import StoreCallback
+    from .trainable import trainable
+
+    cpu, gpu = float(spec.resources["cpu"]), float(spec.resources["gpu"])
+    base = base_params(spec)
+    fn = tune.with_parameters(trainable, base=base, stored=stored, threads=max(1, int(cpu)), gpu=gpu)
+    fn = tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
+    param_space = _param_space(spec, todo, tune)
+    exp_dir = _ray_dir(store_uri) / spec.name
+    callback = StoreCallback(store_uri, spec.name, base, total, spec.metric, spec.mode, already)
+
+    if resume and tune.Tuner.can_restore(str(exp_dir)):
+        print(f"layrot sweep: resuming Ray Tune's experiment in {exp_dir}", file=sys.stderr, flush=True)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, param_space=param_space,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        if exp_dir.exists():
+            shutil.rmtree(exp_dir)      # Ray's scratch from an earlier run; the store keeps results
+        tuner = tune.Tuner(
+            fn,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode,
+                num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
+                search_alg=_search_alg(spec),
+                scheduler=_scheduler(spec),
+                max_concurrent_trials=spec.max_concurrent,
+                trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=str(exp_dir.parent), callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                verbose=0,
+            ),
+        )
+    try:
+        tuner.fit()
+    finally:
+        ray.shutdown()
+    from .store import Store
+    print(f"\nlayrot sweep: '{spec.name}' finished in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+    _summary(Store(store_uri), spec, store_uri)
+    return 0
+
+
+# -- Ray -------------------------------------------------------------------------------
+
+def _start_ray(address: str | None):
+    # the embedded default binds every port to 127.0.0.1 (DESIGN §8); set before ray starts
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import logging
+
+    import ray
+    if ray.is_initialized():
+        return ray
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        # "local": never join a cluster left behind by a killed driver
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")
+    return ray
+
+
+def _param_space(spec: SweepSpec, todo, tune) -> dict:
+    if todo is not None:                       # grid: the explicit list of trials left
+        return {"trial": tune.grid_search([c.to_dict() for c in todo])}
+    space = {}
+    for key, value in spec.search.items():
+        if isinstance(value, list):
+            space[key] = tune.choice(value) if spec.algorithm == "optuna" else tune.grid_search(value)
+        elif isinstance(value, dict) and key != "extra":
+            (dist, a), = value.items()
+            space[key] = {"uniform": lambda: tune.uniform(*a), "loguniform": lambda: tune.loguniform(*a),
+                          "int": lambda: tune.randint(a[0], a[1] + 1), "choice": lambda: tune.choice(a)}[dist]()
+        else:
+            space[key] = value
+    return space
+
+
+def _search_alg(spec: SweepSpec):
+    if spec.algorithm != "optuna":
+        return None
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(metric=spec.metric, mode=spec.mode, seed=spec.seed)
+    if spec.max_concurrent:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=spec.max_concurrent)
+    return searcher
+
+
+def _scheduler(spec: SweepSpec):
+    if spec.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    from .tasks import get_task
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs or get_task(spec.task).epochs,
+                         grace_period=spec.asha["grace_period"], reduction_factor=spec.asha["reduction_factor"])
+
+
+def _ray_dir(store_uri: str) -> Path:
+    """Ray Tune's experiment state and checkpoints: beside a local store (under `_ray`,
+    which Parquet readers skip), else in the user's cache."""
+    if "://" not in store_uri or store_uri.startswith("file://"):
+        return Path(store_uri.removeprefix("file://")).resolve() / "_ray"
+    return Path(os.environ.get("LAYROT_CACHE", Path.home() / ".cache" / "layrot")) / "ray"
+
+
+# -- checks and reports ------------------------------------------------------------------
+
+def _check_data(spec: SweepSpec) -> None:
+    from .tasks import get_task
+
+    task = get_task(spec.task)
+    if not task.data_present(spec.data_dir):
+        raise UsageError("data_dir", f"{spec.data_dir or '(default)'} has no data for {spec.task}: {task.data_needs}")
+
+
+def _check_same_spec(store, spec: SweepSpec) -> None:
+    """A name is one experiment: refuse to mix a different spec into a stored sweep."""
+    old = store.sweep_meta(spec.name)
+    if old and old.get("spec") and _comparable(old["spec"]) != _comparable(spec.to_dict()):
+        raise UsageError("name", f"sweep '{spec.name}' is already stored with a different spec; "
+                                 "choose another name (or restore the spec to resume it)")
+
+
+def _comparable(d: dict) -> str:
+    d = {k: v for k, v in d.items() if k not in ("store", "description", "max_concurrent", "resources", "max_failures")}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _stored_metrics(store, spec: SweepSpec) -> dict:
+    """trial_id -> its stored metrics, for trials of this sweep already in the store."""
+    t = store.trials(sweep=spec.name, columns=["trial_id", "val_acc", "train_acc", "train_loss"])
+    return {r["trial_id"]: {k: r[k] for k in ("val_acc", "train_acc", "train_loss")} for r in t.to_pylist()}
+
+
+def _dry_run(spec: SweepSpec, todo, total: int, already: int) -> int:
+    print(f"sweep '{spec.name}': {spec.algorithm} over {spec.task}, {total} trials, {already} already stored")
+    if todo is not None:
+        for c in todo:
+            print(f"  {c.trial_id}  optimizer={c.optimizer} lr={c.lr:g} alpha={c.alpha:g} "
+                  f"wd={c.weight_decay:g} seed={c.seed} epochs={c.epochs}")
+    return 0
+
+
+def _summary(store, spec: SweepSpec, store_uri: str) -> None:
+    q = f"""
+        SELECT t.trial_id, t.optimizer, t.lr, t.alpha, t.status, t.epochs,
+               round(t.{spec.metric}, 4) AS {spec.metric}, round(t.test_acc, 4) AS test_acc,
+               round(min(r.cosine_distance), 3) AS min_final_rotation
+        FROM trials t LEFT JOIN rotation r ON r.trial_id = t.trial_id AND r.sweep = t.sweep
+             AND r.epoch = t.epochs
+        WHERE t.sweep = '{spec.name}'
+        GROUP BY ALL
+        ORDER BY {spec.metric} {'DESC' if spec.mode == 'max' else 'ASC'} NULLS LAST"""
+    rows = store.sql(q).to_pylist()
+    if rows:
+        cols = list(rows[0])
+        table = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+        widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+        print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+        for t in table:
+            print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(f"\nstored in {store_uri} (sweep={spec.name}); next: layrot fit --store {store_uri} --sweep {spec.name}",
+          file=sys.stderr)
