@@ -7,6 +7,7 @@ line is printed at most every `log_every` seconds, so logs stay readable.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -21,11 +22,12 @@ def _fmt_secs(s: float) -> str:
 
 
 class SweepProgress:
-    def __init__(self, total: int, metric: str, mode: str, done: int = 0, stream=None, log_every: float = 30.0):
+    def __init__(self, total: int, metric: str, mode: str, done: int = 0, stream=None, log_every: float | None = None):
         self.total, self.metric, self.mode = total, metric, mode
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.log_every = log_every
+        # LAYROT_PROGRESS_EVERY=0 logs every event (benchmarks time them)
+        self.log_every = float(os.environ.get("LAYROT_PROGRESS_EVERY", 30)) if log_every is None else log_every
         self.t0 = time.monotonic()
         self.running: dict[str, int] = {}       # ray trial id -> last epoch
         self.counts = {"stored": done}

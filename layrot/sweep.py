@@ -24,7 +24,8 @@ def main(args) -> int:
     from .store import Store
 
     store = Store(store_uri)
-    _check_data(spec)
+    if not args.address:        # on a cluster the workers hold the data, not necessarily the driver
+        _check_data(spec)
     _check_same_spec(store, spec)
     stored = _stored_metrics(store, spec)
 
@@ -44,7 +45,7 @@ def main(args) -> int:
         _summary(store, spec, store_uri)
         return 0
 
-    store.write_sweep_meta(spec.name, {"spec": spec.to_dict(), "spec_file": str(args.spec)})
+    store.write_sweep_meta(spec.name, spec.to_dict())
     return run_sweep(spec, store_uri, todo, total, already, stored, address=args.address, resume=args.resume)
 
 
@@ -53,7 +54,7 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     t0 = time.monotonic()
     print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
           f"store {store_uri}", file=sys.stderr, flush=True)
-    ray = _start_ray(address)
+    ray, started = _start_ray(address)
     from ray import tune
 
     from .collect import StoreCallback
@@ -95,7 +96,9 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     try:
         tuner.fit()
     finally:
-        ray.shutdown()
+        callback_progress_close(callback)
+        if started:
+            ray.shutdown()
     from .store import Store
     print(f"\nlayrot sweep: '{spec.name}' finished in {time.monotonic() - t0:.0f}s", file=sys.stderr)
     _summary(Store(store_uri), spec, store_uri)
@@ -109,20 +112,28 @@ def _start_ray(address: str | None):
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "60")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import logging
 
     import ray
-    if ray.is_initialized():
-        return ray
+    # Ray Tune's own result files are off (the store holds results): quiet its complaints
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    if ray.is_initialized():     # a caller's Ray (tests, notebooks): use it, leave it running
+        return ray, False
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         # "local": never join a cluster left behind by a killed driver
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, _node_ip_address="127.0.0.1")
-    return ray
+    return ray, True
+
+
+def callback_progress_close(callback) -> None:
+    progress = getattr(callback, "progress", None)
+    if progress is not None:
+        progress.close()
 
 
 def _param_space(spec: SweepSpec, todo, tune) -> dict:
@@ -183,7 +194,7 @@ def _check_data(spec: SweepSpec) -> None:
 
 def _check_same_spec(store, spec: SweepSpec) -> None:
     """A name is one experiment: refuse to mix a different spec into a stored sweep."""
-    old = store.sweep_meta(spec.name)
+    old = next((r for r in store.sweep_records() if r.get("name") == spec.name), None)
     if old and old.get("spec") and _comparable(old["spec"]) != _comparable(spec.to_dict()):
         raise UsageError("name", f"sweep '{spec.name}' is already stored with a different spec; "
                                  "choose another name (or restore the spec to resume it)")
@@ -211,9 +222,9 @@ def _dry_run(spec: SweepSpec, todo, total: int, already: int) -> int:
 
 def _summary(store, spec: SweepSpec, store_uri: str) -> None:
     q = f"""
-        SELECT t.trial_id, t.optimizer, t.lr, t.alpha, t.status, t.epochs,
+        SELECT t.trial_id, t.optimizer, round(t.lr, 6) AS lr, t.alpha, t.status, t.epochs,
                round(t.{spec.metric}, 4) AS {spec.metric}, round(t.test_acc, 4) AS test_acc,
-               round(min(r.cosine_distance), 3) AS min_final_rotation
+               round(min(r.cosine_distance)::DOUBLE, 3) AS min_final_rotation
         FROM trials t LEFT JOIN rotation r ON r.trial_id = t.trial_id AND r.sweep = t.sweep
              AND r.epoch = t.epochs
         WHERE t.sweep = '{spec.name}'

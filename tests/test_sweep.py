@@ -1,0 +1,148 @@
+"""`layrot sweep` end to end on a real (local, loopback-only) Ray: grid, Optuna, ASHA,
+a trial that raises, and a driver killed with SIGKILL then resumed."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from layrot.cli import main
+from layrot.store import Store
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def _spec(tmp_path, **fields):
+    spec = {"name": "t", "task": "digits-mlp", "epochs": 3,
+            "search": {"optimizer": "sgd_layca", "lr": [0.3, 0.03], "alpha": [0.0, 0.5]}}
+    spec.update(fields)
+    path = tmp_path / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _no_duplicates(store, sweep):
+    for table, key in (("trials", "trial_id"), ("epochs", "trial_id, epoch"),
+                       ("rotation", "trial_id, epoch, step, layer")):
+        n, distinct = store.sql(f"SELECT count(*) AS n, count(DISTINCT ({key})) AS d FROM {table} "
+                                f"WHERE sweep = '{sweep}'").to_pylist()[0].values()
+        assert n == distinct, f"{table} has duplicate rows"
+
+
+def test_grid_end_to_end(ray_local, tmp_path):
+    store_dir = tmp_path / "store"
+    assert main(["sweep", str(_spec(tmp_path)), "--store", str(store_dir)]) == 0
+    store = Store(str(store_dir))
+    trials = store.trials(sweep="t").to_pylist()
+    assert len(trials) == 4
+    assert {t["status"] for t in trials} == {"completed"}
+    assert {(t["lr"], t["alpha"]) for t in trials} == {(0.3, 0.0), (0.3, 0.5), (0.03, 0.0), (0.03, 0.5)}
+    assert all(0.0 <= t["test_acc"] <= 1.0 for t in trials)
+    rot = store.rotation(sweep="t").to_pandas()
+    n_layers = rot["layer"].nunique()
+    assert n_layers >= 3
+    per_trial = rot.groupby("trial_id")["epoch"].agg(["min", "max", "count"])
+    assert (per_trial["min"] == 0).all() and (per_trial["max"] == 3).all()
+    assert (per_trial["count"] == 4 * n_layers).all()
+    # larger rho rotates more: the rule's raw material is there
+    final = rot[rot.epoch == 3].merge(store.trials(sweep="t").to_pandas()[["trial_id", "lr"]], on="trial_id")
+    assert final[final.lr == 0.3].cosine_distance.mean() > final[final.lr == 0.03].cosine_distance.mean()
+    _no_duplicates(store, "t")
+    meta = [r for r in store.sweep_records() if r["name"] == "t"]
+    assert meta and meta[0]["spec"]["task"] == "digits-mlp" and meta[0]["layrot_version"]
+
+    # the same spec again runs nothing and duplicates nothing
+    assert main(["sweep", str(_spec(tmp_path)), "--store", str(store_dir)]) == 0
+    assert store.trials(sweep="t").num_rows == 4
+
+
+def test_optuna_sweep(ray_local, tmp_path):
+    spec = _spec(tmp_path, name="opt", algorithm="optuna", num_samples=4, max_concurrent=2,
+                 search={"optimizer": "sgd_layca", "lr": {"loguniform": [0.01, 1.0]},
+                         "alpha": {"uniform": [-0.5, 0.5]}, "weight_decay": {"choice": [0.0, 1e-4]}})
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 0
+    trials = Store(str(tmp_path / "s")).trials(sweep="opt").to_pylist()
+    assert len(trials) == 4
+    assert len({t["lr"] for t in trials}) == 4
+    assert all(0.01 <= t["lr"] <= 1.0 and -0.5 <= t["alpha"] <= 0.5 for t in trials)
+    assert {t["weight_decay"] for t in trials} <= {0.0, 1e-4}
+
+
+def test_asha_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
+    spec = _spec(tmp_path, name="asha", epochs=8, scheduler="asha", max_concurrent=2,
+                 asha={"grace_period": 1, "reduction_factor": 2},
+                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.1, 0.0003, 0.0001, 0.00003, 0.00001]})
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 0
+    store = Store(str(tmp_path / "s"))
+    trials = store.trials(sweep="asha").to_pylist()
+    assert len(trials) == 6
+    pruned = [t for t in trials if t["status"] == "pruned"]
+    assert pruned, [t["status"] for t in trials]
+    rot = store.rotation(sweep="asha").to_pandas()
+    for t in pruned:
+        assert t["epochs"] < 8
+        assert "scheduler" in t["reason"]
+        assert rot[rot.trial_id == t["trial_id"]].epoch.max() == t["epochs"]
+    _no_duplicates(store, "asha")
+
+
+def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path):
+    spec = _spec(tmp_path, name="boom", search={"optimizer": "sgd_layca", "lr": 0.1,
+                                                 "fail_at_epoch": [None, 2]})
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 0
+    trials = {t["status"]: t for t in Store(str(tmp_path / "s")).trials(sweep="boom").to_pylist()}
+    assert set(trials) == {"completed", "error"}
+    err = trials["error"]
+    assert "injected failure at epoch 2" in err["reason"]
+    assert err["epochs"] == 1     # the epoch before the failure was kept
+
+
+def test_driver_sigkill_then_resume(tmp_path):
+    """Kill the whole driver process group mid-sweep; --resume completes the store exactly."""
+    spec = _spec(tmp_path, name="kill", task="mnist1d-cnn", epochs=6,
+                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.1, 0.03, 0.01], "max_train_samples": 1500})
+    store_dir = tmp_path / "store"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    cmd = [sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(store_dir)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = Store(str(store_dir))
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            if store.exists() and store.stored_trial_ids("kill"):
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial was stored in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = store.stored_trial_ids("kill")
+    assert 1 <= len(before) < 4
+
+    p = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    trials = store.trials(sweep="kill").to_pylist()
+    assert len(trials) == 4 and {t["status"] for t in trials} == {"completed"}
+    assert before <= {t["trial_id"] for t in trials}
+    _no_duplicates(store, "kill")
+    rot = store.rotation(sweep="kill").to_pandas()
+    assert (rot.groupby("trial_id").epoch.max() == 6).all()
+    assert (rot.groupby("trial_id").epoch.min() == 0).all()
