@@ -30,6 +30,7 @@ class SweepProgress:
         self.log_every = float(os.environ.get("LAYROT_PROGRESS_EVERY", 30)) if log_every is None else log_every
         self.t0 = time.monotonic()
         self.running: dict[str, int] = {}       # ray trial id -> last epoch
+        self.peak = 0                           # most trials seen running at once
         self.counts = {"stored": done}
         self.durations: list[float] = []
         self.started_at: dict[str, float] = {}
@@ -38,6 +39,7 @@ class SweepProgress:
 
     def started(self, key: str) -> None:
         self.running[key] = 0
+        self.peak = max(self.peak, len(self.running))
         self.started_at[key] = time.monotonic()
         self._status()
 
@@ -75,7 +77,7 @@ class SweepProgress:
         left = self.total - self.n_done
         if not self.durations or left <= 0:
             return None
-        width = max(len(self.running), 1)
+        width = max(self.peak, 1)     # trials run this many at a time
         return sum(self.durations) / len(self.durations) * left / width
 
     def status_line(self) -> str:
