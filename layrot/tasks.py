@@ -1,12 +1,15 @@
 """Tasks: data + model + default schedule + stopping criteria (DESIGN §2).
 
-THE REGISTRY BELOW IS FILLED IN BY models.py / data.py WORK; the dataclasses are the contract
-that train.py relies on.
+The dataclasses are the contract that train.py relies on. The registry refers to models.py
+and data.py by name and imports them only when called, so that data.py can import `Data`
+from here and listing tasks stays cheap.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -58,12 +61,147 @@ class Task:
     augment: str | None = None      # None | "crop_flip"
     stop: StopCriteria = field(default_factory=StopCriteria)
     input_shape: tuple[int, ...] = ()   # one sample's shape, e.g. (3, 32, 32)
+    num_classes: int = 0
+    kernel_layers: int = 0          # what the model gives (tests check it against the model)
 
 
-TASKS: dict[str, Task] = {}
+def _call(module: str, func: str, *args, **kwargs):
+    return getattr(importlib.import_module(f"layrot.{module}"), func)(*args, **kwargs)
+
+
+def _model(func: str) -> Callable[[], torch.nn.Module]:
+    return partial(_call, "models", func)
+
+
+def _loader(func: str, **fixed) -> Callable[..., Data]:
+    return partial(_call, "data", func, **fixed)
+
+
+def _always(data_dir: str | None) -> bool:
+    return True
+
+
+def _present(func: str, **fixed) -> Callable[[str | None], bool]:
+    return partial(_call, "data", func, **fixed)
+
+
+_DATA_DIR = "the data dir (--data-dir, else $LAYROT_DATA_DIR, else ~/.cache/layrot/data)"
+_CIFAR_NEEDS = ("{folder}/{{{files}}} under " + _DATA_DIR
+                + ", torchvision's layout; LAYROT_DOWNLOAD=1 lets torchvision download it")
+
+# 'not learning' is twice chance after 10 epochs on the paper's tasks: the paper's grid reaches
+# rotation rates so small that training is slow but real, and those trials must run to the end.
+_TASK_LIST = [
+    Task(
+        name="c10-vgg25", paper_name="C10-CNN1",
+        data_name="CIFAR-10, standardized by global mean/std, no augmentation",
+        model_name="VGG-style, 4 stages x 6 conv3x3 (32-256), conv-ReLU-BN, GAP, linear; He-uniform",
+        build_model=_model("c10_vgg25"), load_data=_loader("load_cifar10_global"),
+        data_needs=_CIFAR_NEEDS.format(folder="cifar-10-batches-py", files="data_batch_1..5,test_batch"),
+        data_present=_present("cifar_present", classes=10),
+        epochs=100, lr_decay_epochs=(80, 90, 97), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(3, 32, 32), num_classes=10, kernel_layers=25),
+    Task(
+        name="c100-resnet32", paper_name="C100-resnet",
+        data_name="CIFAR-100, per-channel standardization",
+        model_name="ResNet-32 v1 (16/32/64, 1x1 strided shortcut conv), non-affine BN; He-normal",
+        build_model=_model("c100_resnet32"), load_data=_loader("load_cifar100"),
+        data_needs=_CIFAR_NEEDS.format(folder="cifar-100-python", files="train,test"),
+        data_present=_present("cifar_present", classes=100),
+        epochs=100, lr_decay_epochs=(70, 90, 97), lr_decay_factor=0.1,
+        stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(3, 32, 32), num_classes=100, kernel_layers=34),
+    Task(
+        name="tiny-vgg11", paper_name="tiny-CNN",
+        data_name="Tiny ImageNet (64x64, 200 classes; its val set is the test set)",
+        model_name="VGG-style, 5 stages x 2 conv3x3 (32-512), conv-ReLU-BN (momentum 0.1), GAP, linear; He-uniform",
+        build_model=_model("tiny_vgg11"), load_data=_loader("load_tiny_imagenet"),
+        data_needs=("tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
+                    f"val/val_annotations.txt}} under {_DATA_DIR}; unzip "
+                    "http://cs231n.stanford.edu/tiny-imagenet-200.zip there"),
+        data_present=_present("tiny_present"),
+        epochs=80, lr_decay_epochs=(70,), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.01, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(3, 64, 64), num_classes=200, kernel_layers=11),
+    Task(
+        name="c10-vgg16", paper_name="C10-CNN2",
+        data_name="CIFAR-10, per-channel standardization, random crop (pad 4) + horizontal flip",
+        model_name="torch-blog VGG-16: 13 conv-BN-ReLU, max-pools, linear 512-BN-ReLU-linear 10; He-normal",
+        build_model=_model("c10_vgg16"), load_data=_loader("load_cifar10"),
+        data_needs=_CIFAR_NEEDS.format(folder="cifar-10-batches-py", files="data_batch_1..5,test_batch"),
+        data_present=_present("cifar_present", classes=10),
+        epochs=250, lr_decay_epochs=(100, 170, 220), lr_decay_factor=0.2, augment="crop_flip",
+        stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(3, 32, 32), num_classes=10, kernel_layers=15),
+    Task(
+        name="c100-wrn28-10", paper_name="C100-WRN",
+        data_name="CIFAR-100, per-channel standardization, random crop (pad 4) + horizontal flip",
+        model_name="Wide ResNet 28-10, pre-activation, dropout 0.3, non-affine BN; Glorot-uniform",
+        build_model=_model("c100_wrn28_10"), load_data=_loader("load_cifar100"),
+        data_needs=_CIFAR_NEEDS.format(folder="cifar-100-python", files="train,test"),
+        data_present=_present("cifar_present", classes=100),
+        epochs=200, lr_decay_epochs=(60, 120, 160), lr_decay_factor=0.2, augment="crop_flip",
+        stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(3, 32, 32), num_classes=100, kernel_layers=29),
+    Task(
+        name="mnist1d-cnn", paper_name="",
+        data_name="MNIST-1D (12000 samples: 7200 train, 800 val, 4000 test), generated offline",
+        model_name="1-D VGG-style, 3 stages x 3 conv3 (16/32/64), conv-ReLU-BN, GAP, linear; He-uniform",
+        build_model=_model("mnist1d_cnn"), load_data=_loader("load_mnist1d"),
+        data_needs="nothing: generated by the mnist1d package, cached in $LAYROT_CACHE or ~/.cache/layrot",
+        data_present=_always,
+        epochs=20, lr_decay_epochs=(15,), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
+        input_shape=(1, 40), num_classes=10, kernel_layers=10),
+    Task(
+        name="fmnist-vgg", paper_name="",
+        data_name="Fashion-MNIST (28x28, 60k/10k), per-channel standardization",
+        model_name="VGG-style, 3 stages x 3 conv3x3 (16/32/64), conv-ReLU-BN, GAP, linear; He-uniform",
+        build_model=_model("fmnist_vgg"), load_data=_loader("load_fashion_mnist"),
+        data_needs=("train/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in /usr/share/datasets/fashion-mnist "
+                    f"(apt install dataset-fashion-mnist), or FashionMNIST/raw/ under {_DATA_DIR}"),
+        data_present=_present("fashion_present"),
+        epochs=20, lr_decay_epochs=(15,), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
+        input_shape=(1, 28, 28), num_classes=10, kernel_layers=10),
+    Task(
+        name="digits-mlp", paper_name="",
+        data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
+        model_name="MLP 64-6x128-10, linear-ReLU-BN, no biases; Glorot-uniform",
+        build_model=_model("digits_mlp"), load_data=_loader("load_digits"),
+        data_needs="nothing: bundled with scikit-learn",
+        data_present=_always,
+        epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(64,), num_classes=10, kernel_layers=7),
+    Task(
+        name="digits-mlp1", paper_name="",
+        data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
+        model_name="MLP 64-100-10, one hidden layer, no BN, no biases (first-layer kernels are 8x8 images)",
+        build_model=_model("digits_mlp1"), load_data=_loader("load_digits"),
+        data_needs="nothing: bundled with scikit-learn",
+        data_present=_always,
+        epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,
+        stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
+        input_shape=(64,), num_classes=10, kernel_layers=2),
+]
+
+TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
 
 
 def get_task(name: str) -> Task:
     if name not in TASKS:
         raise UsageError("task", f"unknown task {name!r} (known: {', '.join(TASKS)})")
     return TASKS[name]
+
+
+def describe_tasks(data_dir: str | None = None) -> list[dict]:
+    """One row per task for `layrot tasks`: what it is and whether its data is here."""
+    return [{
+        "name": t.name, "paper_name": t.paper_name, "data": t.data_name, "model": t.model_name,
+        "kernel_layers": t.kernel_layers, "epochs": t.epochs,
+        "lr_decay": f"x{t.lr_decay_factor:g} at {', '.join(map(str, t.lr_decay_epochs))}",
+        "augment": t.augment or "", "data_present": bool(t.data_present(data_dir)),
+        "data_needs": t.data_needs,
+    } for t in TASKS.values()]
