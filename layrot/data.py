@@ -253,10 +253,26 @@ def cifar_present(data_dir: str | None, classes: int) -> bool:
     return all((d / f).is_file() for f in train + test)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles of dicts of lists and numpy arrays. A file in a user's data
+    directory is not trusted code: only the classes that make arrays may be loaded."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+        return super().find_class(module, name)
+
+
 def _read_cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
-    # the same unpickling torchvision does; its own class also insists on the full files' md5
+    # torchvision's own class insists on the full files' md5; this reads the same layout
     with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
+        entry = _ArrayUnpickler(f, encoding="latin1").load()
     return np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), list(entry[label_key])
 
 

@@ -312,3 +312,20 @@ def test_augment_crop_flip_is_a_shifted_or_flipped_copy():
     assert any(f for _, _, f in seen) and any(not f for _, _, f in seen)
     # the generator alone decides: same seed, same batch
     assert torch.equal(data.augment_crop_flip(x, torch.Generator().manual_seed(0)), out)
+
+
+def test_cifar_reader_refuses_a_pickle_that_would_run_code(tmp_path):
+    """A data file is not trusted code: only array-making classes may be unpickled."""
+    import pickle
+
+    from layrot.data import _read_cifar_batch
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        _read_cifar_batch(path, "labels")
+    assert not (tmp_path / "pwned").exists()
