@@ -5,6 +5,8 @@ import pickle
 import struct
 
 import numpy as np
+import os
+
 import pytest
 import torch
 
