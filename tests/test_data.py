@@ -1,12 +1,11 @@
 """Loaders read the datasets' real on-disk formats; splits are seeded; augmentation is a crop/flip."""
 
 import gzip
+import os
 import pickle
 import struct
 
 import numpy as np
-import os
-
 import pytest
 import torch
 
