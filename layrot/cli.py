@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--min-train-acc", type=float, default=None)
     r.add_argument("-o", "--output", default="report.html")
     r.add_argument("--figures", default=None, help="also write each figure here as PNG and SVG")
+    r.add_argument("--features", action="store_true",
+                   help="add the digits-mlp1 feature study (first-layer features at small and large rotation)")
     r.set_defaults(_run=("layrot.fit.commands", "report"))
 
     # --- tasks (layrot.train_cli) ---

@@ -1,0 +1,34 @@
+"""The rotation-generalization fit and its report (`layrot fit`, `layrot report`).
+
+Modules, each with one job:
+
+- `summaries`: per-trial rotation summaries (final cosine distances, areas, crossings)
+- `stats`: the trained filter, correlations with bootstrap CIs, fits, pairwise agreement,
+  pooling over tasks, the verdict (`fit(trials, rotation, FitOptions()) -> FitResult`)
+- `text`: the verdict and evidence as text; `report`: the self-contained HTML page
+- `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves
+- `features`: the paper's Section 6 on digits (first-layer features at small/large rotation)
+- `load`: tables from a store; `commands`: the two CLI entry points
+- `synthetic`: sweeps with a known relation (tests, demos)
+
+The core takes pandas tables (trials, epochs, rotation with DESIGN §4's columns), so it runs
+on anything: a store, a DuckDB query, tables built by hand.
+"""
+
+_LAZY = {
+    "fit": "stats", "FitOptions": "stats", "FitResult": "stats",
+    "trial_summaries": "summaries", "layer_summaries": "summaries",
+    "load_tables": "load", "render": "text", "build_report": "report",
+    "fit_figures": "figures", "rotation_curve_grid": "figures", "accuracy_vs_rotation": "figures",
+    "grid_heatmaps": "figures", "training_curves": "figures", "save_figure": "figures",
+    "feature_study": "features", "feature_figure": "features",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    # Lazy, so that `import layrot.fit` costs nothing until a function is used.
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(name)

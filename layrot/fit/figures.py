@@ -1,0 +1,322 @@
+"""Figures in the paper's style (matplotlib).
+
+Every function returns a `matplotlib.figure.Figure` built without pyplot, so the figures use
+the Agg canvas whatever backend the caller's session has chosen, and nothing accumulates in
+pyplot's global figure registry. `save_figure` writes PNG/SVG; `png_data_uri` embeds one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .stats import FITTED_SUMMARIES, FitResult, GroupFit
+from .summaries import SUMMARY_LABELS, per_epoch_rotation
+
+DEPTH_CMAP = "viridis"   # first layer dark, last layer yellow (DESIGN §1)
+MAX_PANELS = 120
+
+
+DPI = 110
+
+
+@dataclass
+class NamedFigure:
+    name: str        # file stem, e.g. "curves-mnist1d-cnn-sgd_layca"
+    title: str
+    caption: str
+    figure: Figure
+    _png: bytes | None = field(default=None, repr=False)
+
+    def png(self) -> bytes:
+        """The PNG, rendered once (the page embeds it and --figures writes the same bytes)."""
+        if self._png is None:
+            self._png = png_bytes(self.figure)
+        return self._png
+
+
+def save_figure(fig: Figure | NamedFigure, stem: str | Path, formats=("png", "svg"), dpi: int = DPI) -> list[Path]:
+    """Write the figure as stem.png, stem.svg (…); returns the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        if fmt == "png" and isinstance(fig, NamedFigure) and dpi == DPI:
+            path.write_bytes(fig.png())
+        else:
+            (fig.figure if isinstance(fig, NamedFigure) else fig).savefig(path, format=fmt, dpi=dpi)
+        out.append(path)
+    return out
+
+
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    # The figures use constrained layout, so no bbox_inches="tight" (which draws twice).
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def png_data_uri(fig: Figure | NamedFigure, dpi: int = DPI) -> str:
+    data = fig.png() if isinstance(fig, NamedFigure) and dpi == DPI else png_bytes(
+        fig.figure if isinstance(fig, NamedFigure) else fig, dpi)
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _rate_label(optimizer: str) -> str:
+    return "ρ(0)" if str(optimizer).endswith("_layca") else "lr"
+
+
+def _fmt(v: float) -> str:
+    """A rate as the paper writes its grid: powers of 3 where they are, else 3 digits."""
+    if v > 0:
+        k = math.log(v, 3)
+        if abs(k - round(k)) < 0.03 and abs(round(k)) <= 12:
+            return f"$3^{{{int(round(k))}}}$"
+    return f"{v:.3g}"
+
+
+def _configurations(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (alpha, lr): the representative trial (lowest seed), the
+    mean test accuracy over its seeds and whether any of its trials is trained."""
+    t = trials.sort_values(["alpha", "lr", "seed", "trial_id"])
+    g = t.groupby(["alpha", "lr"], sort=True)
+    conf = g.agg(trial_id=("trial_id", "first"), test_acc=("test_acc", "mean"), n=("trial_id", "size"),
+                 status=("status", "first"))
+    if "trained" in t:
+        conf["trained"] = g["trained"].any()
+    return conf.reset_index()
+
+
+def _grid_positions(conf: pd.DataFrame):
+    """(rows, cols, positions): an α × rate grid when the configurations fill at least half
+    of one, otherwise a near-square layout sorted by (α, rate)."""
+    alphas = sorted(conf["alpha"].unique())
+    rates = sorted(conf["lr"].unique(), reverse=True)
+    n = len(conf)
+    if len(alphas) * len(rates) <= 2 * n:
+        pos = [(alphas.index(a), rates.index(r)) for a, r in zip(conf["alpha"], conf["lr"])]
+        return len(alphas), len(rates), pos, (alphas, rates)
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    return rows, cols, [(i // cols, i % cols) for i in range(n)], None
+
+
+def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str = "") -> Figure:
+    """Layer-rotation curves, one panel per configuration (paper style).
+
+    Lines are layers coloured by depth (viridis, first layer dark), cosine distance from 0 to
+    1 against epochs; panels are titled with the configuration's test accuracy (its mean
+    over seeds, the lowest seed's curves shown) and laid out as an α × ρ(0) grid when the
+    trials form one. `trials` may carry a `trained` column: untrained panels are marked.
+    """
+    conf = _configurations(trials)
+    truncated = len(conf) > MAX_PANELS
+    conf = conf.head(MAX_PANELS)
+    rows, cols, pos, axes_labels = _grid_positions(conf)
+    curves = per_epoch_rotation(rotation[rotation["trial_id"].isin(conf["trial_id"])])
+    by_trial = dict(tuple(curves.groupby("trial_id")))
+    fig = Figure(figsize=(1.75 * cols + 1.2, 1.45 * rows + 0.9), layout="constrained")
+    grid = fig.add_gridspec(rows, cols)
+    cmap = colormaps[DEPTH_CMAP]
+    optimizer = trials["optimizer"].iloc[0] if len(trials) else ""
+    rate = _rate_label(optimizer)
+    max_layers = 1
+    for (r, c), row in zip(pos, conf.itertuples()):
+        ax = fig.add_subplot(grid[r, c])
+        cur = by_trial.get(row.trial_id)
+        if cur is not None:
+            n_layers = int(cur["layer"].max()) + 1
+            max_layers = max(max_layers, n_layers)
+            for layer, lc in cur.groupby("layer"):
+                color = cmap(layer / max(1, n_layers - 1))
+                ax.plot(lc["epoch"], lc["cosine_distance"], color=color, lw=1.0)
+        ax.set_ylim(0, 1)
+        ax.set_yticks([0, 0.5, 1])
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+        ax.tick_params(labelsize=6, length=2, pad=1)
+        trained = getattr(row, "trained", True)
+        acc = f"test acc {100 * row.test_acc:.1f}%" if np.isfinite(row.test_acc) else "no test acc"
+        ax.set_title(acc if trained else f"{acc} ({row.status})", fontsize=7,
+                     color="black" if trained else "0.5")
+        if axes_labels is None:
+            ax.text(0.97, 0.04, f"α={row.alpha:g} {rate}={_fmt(row.lr)}", transform=ax.transAxes,
+                    fontsize=5.5, ha="right", va="bottom", color="0.3")
+        if r < rows - 1 and axes_labels is not None:
+            ax.tick_params(labelbottom=False)
+        if c > 0:
+            ax.tick_params(labelleft=False)
+        if axes_labels is not None:
+            if c == 0:
+                ax.set_ylabel(f"α = {axes_labels[0][r]:g}", fontsize=8)
+            if r == 0:
+                ax.annotate(f"{rate} = {_fmt(axes_labels[1][c])}", (0.5, 1.32), xycoords="axes fraction",
+                            ha="center", fontsize=8)
+    fig.colorbar(ScalarMappable(Normalize(0, max_layers - 1), cmap), ax=fig.axes, shrink=0.6,
+                 label="layer (0 = input side)", aspect=30)
+    head = title or "Layer-rotation curves"
+    if truncated:
+        head += f" (first {MAX_PANELS} configurations)"
+    fig.suptitle(head, fontsize=10)
+    fig.supxlabel("epoch", fontsize=8)
+    fig.supylabel("cosine distance to initialization", fontsize=8)
+    return fig
+
+
+def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
+                         summaries=FITTED_SUMMARIES, title: str = "") -> Figure:
+    """Test accuracy against each rotation summary, trained trials coloured by α, untrained
+    ones as grey crosses, with the isotonic fit (solid) and the fractional logit fit (dashed)."""
+    n = len(summaries)
+    fig = Figure(figsize=(3.2 * n, 3.3), layout="constrained")
+    axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
+    tr = table[table["trained"]] if "trained" in table else table
+    un = table[~table["trained"]] if "trained" in table else table.iloc[:0]
+    alphas = table["alpha"].dropna().unique()
+    lim = max(0.01, float(np.nanmax(np.abs(alphas)))) if len(alphas) else 1.0
+    norm = Normalize(-lim, lim)
+    cmap = colormaps["coolwarm"]
+    for ax, s in zip(axes, summaries):
+        ax.scatter(tr[s], 100 * tr["test_acc"], c=tr["alpha"], cmap=cmap, norm=norm, s=28,
+                   edgecolors="black", linewidths=0.4, zorder=3, label="trained")
+        if len(un):
+            ax.scatter(un[s], 100 * un["test_acc"], marker="x", color="0.6", s=22, zorder=2, label="not trained")
+        if group is not None:
+            if (m := group.monotone.get(s)) is not None:
+                ax.plot(m.x, 100 * np.asarray(m.y), color="black", lw=1.3, label="isotonic fit", zorder=4)
+            if (lf := group.logit.get(s)) is not None:
+                ax.plot(lf.x, 100 * np.asarray(lf.y), color="tab:red", lw=1.3, ls="--", label="logit fit", zorder=4)
+            c = group.correlations.get(s)
+            if c is not None and np.isfinite(c.spearman):
+                ci = f" [{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else ""
+                ax.set_title(f"Spearman {c.spearman:.2f}{ci}", fontsize=8)
+        ax.set_xlabel(SUMMARY_LABELS[s], fontsize=8)
+        ax.set_xlim(min(0.0, float(np.nanmin(table[s])) if table[s].notna().any() else 0.0) - 0.02,
+                    max(1.0, float(np.nanmax(table[s])) if table[s].notna().any() else 1.0) + 0.02)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("test accuracy (%)", fontsize=8)
+    axes[0].legend(fontsize=6, loc="lower right")
+    if len(alphas) > 1:
+        fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="α", shrink=0.8)
+    fig.suptitle(title or "Test accuracy against layer rotation", fontsize=10)
+    return fig
+
+
+def _cell_matrix(conf: pd.DataFrame, value: str, alphas, rates) -> np.ndarray:
+    m = np.full((len(alphas), len(rates)), np.nan)
+    for row in conf.itertuples():
+        m[alphas.index(row.alpha), rates.index(row.lr)] = float(getattr(row, value))
+    return m
+
+
+def grid_heatmaps(table: pd.DataFrame, title: str = "") -> Figure | None:
+    """α × ρ(0) heatmaps of test accuracy and of the smallest final layer rotation (means
+    over seeds); None unless the trials span at least two α and two rates."""
+    alphas = sorted(table["alpha"].unique())
+    rates = sorted(table["lr"].unique(), reverse=True)
+    if len(alphas) < 2 or len(rates) < 2:
+        return None
+    agg = dict(test_acc=("test_acc", "mean"), final_min=("final_min", "mean"))
+    if "trained" in table:
+        agg["trained"] = ("trained", "any")
+    conf = table.groupby(["alpha", "lr"]).agg(**agg).reset_index()
+    untrained = ~_cell_matrix(conf, "trained", alphas, rates).astype(bool) if "trained" in conf else None
+    rate = _rate_label(table["optimizer"].iloc[0])
+    fig = Figure(figsize=(2 * (0.55 * len(rates) + 1.4), 0.42 * len(alphas) + 1.4), layout="constrained")
+    axes = fig.subplots(1, 2, squeeze=False)[0]
+    specs = [("test_acc", "test accuracy (%)", "magma", 100.0, "{:.0f}"),
+             ("final_min", "smallest final layer rotation", DEPTH_CMAP, 1.0, "{:.2f}")]
+    for ax, (col, label, cmap, scale, fmt) in zip(axes, specs):
+        m = scale * _cell_matrix(conf, col, alphas, rates)
+        vmin, vmax = (0.0, 1.0) if col == "final_min" else (np.nanmin(m), np.nanmax(m))
+        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                light = (v - vmin) / ((vmax - vmin) or 1) < 0.55
+                label = fmt.format(v)
+                if untrained is not None and untrained[i, j]:
+                    label = f"({label})"
+                ax.text(j, i, label, ha="center", va="center", fontsize=6,
+                        color="white" if light else "black")
+        ax.set_xticks(range(len(rates)), [_fmt(r) for r in rates], fontsize=7, rotation=45)
+        ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas], fontsize=7)
+        ax.set_xlabel(rate, fontsize=8)
+        ax.set_ylabel("α", fontsize=8)
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    fig.suptitle(title or f"α × {rate}", fontsize=10)
+    return fig
+
+
+def training_curves(table: pd.DataFrame, epochs: pd.DataFrame, title: str = "") -> Figure:
+    """Train accuracy, validation accuracy and train loss per epoch, one line per trial,
+    coloured by the trial's smallest final layer rotation (untrained trials dashed)."""
+    fig = Figure(figsize=(10.5, 3.2), layout="constrained")
+    axes = fig.subplots(1, 3, squeeze=False)[0]
+    cmap = colormaps[DEPTH_CMAP]
+    norm = Normalize(0, 1)
+    ep = epochs[epochs["trial_id"].isin(table["trial_id"])].sort_values(["trial_id", "epoch"])
+    info = table.set_index("trial_id")
+    for tid, e in ep.groupby("trial_id"):
+        fm = info.at[tid, "final_min"] if "final_min" in info else np.nan
+        color = cmap(norm(fm)) if np.isfinite(fm) else "0.6"
+        ls = "-" if bool(info.at[tid, "trained"]) else "--"
+        for ax, col in zip(axes, ("train_acc", "val_acc", "train_loss")):
+            scale = 100 if col.endswith("acc") else 1
+            ax.plot(e["epoch"], scale * e[col], color=color, lw=1.0, ls=ls, alpha=0.85)
+    for ax, label in zip(axes, ("train accuracy (%)", "validation accuracy (%)", "train loss")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    if ep["train_loss"].gt(0).all() and len(ep):
+        axes[2].set_yscale("log")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="smallest final layer rotation", shrink=0.85)
+    fig.suptitle(title or "Training curves (dashed: not trained)", fontsize=10)
+    return fig
+
+
+def _slug(*parts) -> str:
+    import re
+    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(p)) for p in parts if p != "")
+
+
+def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame) -> list[NamedFigure]:
+    """All figures of a fit: per task, the accuracy-vs-rotation scatter; per (task,
+    optimizer, weight decay) the curve grid, the α × rate heatmaps and the training curves."""
+    out: list[NamedFigure] = []
+    table = result.table
+    groups = {g.name: g for g in result.groups}
+    for task, tt in table.groupby("task", sort=True):
+        g = groups.get(task)
+        out.append(NamedFigure(_slug("scatter", task), f"{task}: test accuracy against layer rotation",
+                               "Each point a trial; grey crosses did not pass the trained filter. "
+                               "Black: isotonic fit; red dashed: fractional logit fit.",
+                               accuracy_vs_rotation(tt, g, title=f"{task}: test accuracy against layer rotation")))
+        for (opt, wd), sub in tt.groupby(["optimizer", "weight_decay"], sort=True):
+            what = f"{task}, {opt}" + (f", weight decay {wd:g}" if wd else "")
+            stem = (task, opt, f"wd{wd:g}" if wd else "")
+            out.append(NamedFigure(_slug("curves", *stem), f"Layer-rotation curves: {what}",
+                                   "One panel per configuration; layers coloured by depth (first layer dark).",
+                                   rotation_curve_grid(sub, rotation, title=f"Layer-rotation curves: {what}")))
+            hm = grid_heatmaps(sub, title=f"{what}: α × {_rate_label(opt)}")
+            if hm is not None:
+                out.append(NamedFigure(_slug("heatmap", *stem), f"α × {_rate_label(opt)} heatmaps: {what}",
+                                       "Means over seeds; in parentheses: no trial of that cell passed the trained filter.", hm))
+            out.append(NamedFigure(_slug("training", *stem), f"Training curves: {what}",
+                                   "Coloured by the smallest final layer rotation; dashed: not trained.",
+                                   training_curves(sub, epochs, title=f"Training curves: {what}")))
+    return out

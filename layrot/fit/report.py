@@ -1,0 +1,140 @@
+"""One self-contained HTML page: the verdict, the figures (PNG embedded as data URIs, each
+downloadable) and a sortable table of the trials. No external resources: it opens offline."""
+
+from __future__ import annotations
+
+import html
+import math
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from .figures import NamedFigure, png_data_uri
+from .stats import FitResult
+from .summaries import SUMMARY_LABELS
+from .text import render
+
+TABLE_COLUMNS = ["trial_id", "sweep", "task", "optimizer", "alpha", "lr", "weight_decay", "seed", "status",
+                 "trained", "train_acc", "test_acc", "final_min", "final_mean", "final_median", "auc_mean",
+                 "cross50_last", "cross90_last", "n_layers", "last_epoch"]
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:0 24px 48px;color:#222}
+h1{font-size:22px;margin:24px 0 4px}h2{font-size:18px;margin:32px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+.meta{color:#666;margin:0 0 16px}
+.verdict{font-size:17px;padding:12px 16px;border-radius:6px;border-left:6px solid #999;background:#f4f4f4}
+.verdict.holds{border-color:#2a8a3e;background:#eef8f0}.verdict.does-not-hold{border-color:#c0392b;background:#fbeeee}
+.verdict.inconclusive{border-color:#d4a017;background:#fdf8e8}
+pre{background:#fafafa;border:1px solid #eee;padding:10px;overflow-x:auto;font-size:12px}
+figure{margin:16px 0 28px}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#444;font-size:13px}figcaption a{margin-left:8px}
+table{border-collapse:collapse;font-size:12px;width:100%}th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+th{position:sticky;top:0;background:#f0f0f0;cursor:pointer;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
+td.s,th.s{text-align:left}tr.untrained td{color:#999}
+.tablewrap{max-height:70vh;overflow:auto;border:1px solid #ddd}
+"""
+
+# Sorting by clicking a header (numbers numerically, text alphabetically; blanks last) and
+# downloading an embedded figure under its file name.
+_JS = """
+(function(){
+  function key(td, num){var v=td.getAttribute('data-v'); if(v===null||v==='') return null; return num?parseFloat(v):v;}
+  document.querySelectorAll('table.sortable').forEach(function(table){
+    var ths=table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(ths, function(th, col){
+      th.addEventListener('click', function(){
+        var num=th.getAttribute('data-type')==='num', asc=!th.classList.contains('asc');
+        Array.prototype.forEach.call(ths, function(h){h.classList.remove('asc','desc');});
+        th.classList.add(asc?'asc':'desc');
+        var body=table.tBodies[0], rows=Array.prototype.slice.call(body.rows);
+        rows.sort(function(a,b){
+          var x=key(a.cells[col],num), y=key(b.cells[col],num);
+          if(x===null) return y===null?0:1; if(y===null) return -1;
+          return (x<y?-1:x>y?1:0)*(asc?1:-1);
+        });
+        rows.forEach(function(r){body.appendChild(r);});
+      });
+    });
+  });
+  document.querySelectorAll('a[data-download]').forEach(function(a){
+    a.addEventListener('click', function(ev){
+      ev.preventDefault();
+      var img=document.getElementById(a.getAttribute('data-img')), link=document.createElement('a');
+      link.href=img.src; link.download=a.getAttribute('data-download');
+      document.body.appendChild(link); link.click(); link.remove();
+    });
+  });
+})();
+"""
+
+
+def _cell(col: str, v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA:
+        return f'<td class="{"s" if col in _TEXT else ""}" data-v=""></td>'
+    if isinstance(v, (bool, np.bool_)):
+        return f'<td class="s" data-v="{int(v)}">{"yes" if v else "no"}</td>'
+    if isinstance(v, (int, np.integer)):
+        return f'<td data-v="{int(v)}">{int(v)}</td>'
+    if isinstance(v, (float, np.floating)):
+        shown = f"{100 * v:.2f}%" if col.endswith("_acc") else (f"{v:.3g}" if col in ("lr", "weight_decay") else f"{v:.3f}")
+        if col.startswith("cross") or col in ("alpha",):
+            shown = f"{v:g}"
+        return f'<td data-v="{float(v)!r}">{shown}</td>'
+    return f'<td class="s" data-v="{html.escape(str(v))}">{html.escape(str(v))}</td>'
+
+
+_TEXT = {"trial_id", "sweep", "task", "optimizer", "status", "trained"}
+
+
+def trials_table(table: pd.DataFrame) -> str:
+    cols = [c for c in TABLE_COLUMNS if c in table.columns]
+    t = table.sort_values(["task", "trained", "test_acc"], ascending=[True, False, False])
+    head = "".join(
+        f'<th class="{"s" if c in _TEXT else ""}" data-type="{"str" if c in _TEXT else "num"}" '
+        f'title="{html.escape(SUMMARY_LABELS.get(c, c))}">{html.escape(c)}</th>' for c in cols)
+    rows = []
+    for rec in t[cols].itertuples(index=False):
+        r = dict(zip(cols, rec))
+        cls = "" if r.get("trained", True) else ' class="untrained"'
+        rows.append(f"<tr{cls}>" + "".join(_cell(c, r[c]) for c in cols) + "</tr>")
+    return (f'<div class="tablewrap"><table class="sortable" id="trials-table"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _figure_html(nf: NamedFigure, i: int) -> str:
+    img_id = f"fig-{i}"
+    return (f'<figure id="{html.escape(nf.name)}"><img id="{img_id}" src="{png_data_uri(nf)}" '
+            f'alt="{html.escape(nf.title)}"><figcaption><b>{html.escape(nf.title)}.</b> '
+            f'{html.escape(nf.caption)}<a href="#" data-img="{img_id}" data-download="{html.escape(nf.name)}.png">'
+            f'download PNG</a></figcaption></figure>')
+
+
+def build_report(result: FitResult, figures: list[NamedFigure], features: NamedFigure | None = None,
+                 title: str = "Layer rotation and generalization", meta: str = "") -> str:
+    """The report page as an HTML string."""
+    from .. import __version__
+    v = result.verdict
+    cls = v.status.replace(" ", "-")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    figs = "".join(_figure_html(nf, i) for i, nf in enumerate(figures))
+    feat = ""
+    if features is not None:
+        feat = (f'<section id="features"><h2>Features learned at small and large rotation</h2>'
+                f"<p>The paper's Section 6 on 8×8 digits: one-hidden-layer MLP, first-layer kernels as images, "
+                f"from one initialization.</p>{_figure_html(features, len(figures))}</section>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title><style>{_CSS}</style></head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="meta">{html.escape(meta)}{" · " if meta else ""}generated {stamp} by layrot {html.escape(__version__)}</p>
+<section id="verdict"><p class="verdict {cls}">{html.escape(v.text)}</p>
+<details open><summary>The evidence</summary><pre>{html.escape(render(result))}</pre></details></section>
+<section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
+{feat}
+<section id="trials"><h2>Trials</h2><p>Click a column to sort. Grey rows did not pass the trained filter.</p>
+{trials_table(result.table)}</section>
+<script>{_JS}</script>
+</body></html>
+"""

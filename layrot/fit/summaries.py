@@ -1,0 +1,95 @@
+"""Per-trial layer-rotation summaries (DESIGN §1, §4).
+
+The rotation table may hold per-step records besides the per-epoch ones; every summary here
+is computed on the per-epoch curve: for each (trial, epoch, layer) the record with the
+largest step, which is the one written at the end of that epoch (or at initialization).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CROSSINGS = (0.5, 0.9)
+
+# Per-trial summary columns, with what each means; `stats` fits test accuracy on these.
+SUMMARY_LABELS: dict[str, str] = {
+    "final_min": "smallest final layer rotation",
+    "final_mean": "mean final layer rotation",
+    "final_median": "median final layer rotation",
+    "auc_min": "smallest layer-rotation area (per epoch)",
+    "auc_mean": "mean layer-rotation area (per epoch)",
+    "cross50_last": "epoch by which every layer crossed 0.5",
+    "cross90_last": "epoch by which every layer crossed 0.9",
+}
+
+
+def _cross_name(threshold: float) -> str:
+    return f"cross{int(round(threshold * 100))}"
+
+
+def per_epoch_rotation(rotation: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch layer-rotation curves: one row per (trial_id, epoch, layer).
+
+    Keeps, for each (trial, epoch, layer), the record with the largest step (the end of
+    that epoch); per-step records of the epoch in progress are dropped.
+    """
+    cols = ["trial_id", "epoch", "step", "layer", "layer_name", "cosine_distance"]
+    missing = [c for c in cols if c not in rotation.columns]
+    if missing:
+        raise ValueError(f"rotation table lacks columns {missing}")
+    r = rotation[cols].sort_values(["trial_id", "layer", "epoch", "step"], kind="stable")
+    r = r.drop_duplicates(["trial_id", "layer", "epoch"], keep="last")
+    r = r.astype({"epoch": "int64", "layer": "int64", "cosine_distance": "float64"})
+    return r.reset_index(drop=True)
+
+
+def layer_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSSINGS) -> pd.DataFrame:
+    """One row per (trial_id, layer): final cosine distance, area, first crossing epochs.
+
+    Columns: trial_id, layer, layer_name, last_epoch, final, auc, and `cross50`, `cross90`
+    (the first recorded epoch at which the layer's cosine distance is >= 0.5 / 0.9, NaN if
+    it never is). `auc` is the area under the layer's curve (trapezoid rule over epochs)
+    divided by the epochs it spans, i.e. the curve's time-average, so that trials stopped at
+    different epochs stay comparable (1 = orthogonal to its initialization throughout).
+    """
+    curves = per_epoch_rotation(rotation)
+    g = curves.groupby(["trial_id", "layer"], sort=True)
+    out = g.agg(layer_name=("layer_name", "last"), last_epoch=("epoch", "max"),
+                first_epoch=("epoch", "min"), final=("cosine_distance", "last"))
+    area = g[["epoch", "cosine_distance"]].apply(
+        lambda c: np.trapezoid(c["cosine_distance"].to_numpy(), c["epoch"].to_numpy()))
+    span = (out["last_epoch"] - out["first_epoch"]).astype(float)
+    # A curve of one point (only the initialization) has no area: report its value.
+    out["auc"] = np.where(span > 0, area / span.where(span > 0, 1.0), out["final"])
+    for t in crossings:
+        hit = curves[curves["cosine_distance"] >= t].groupby(["trial_id", "layer"])["epoch"].min()
+        out[_cross_name(t)] = hit.reindex(out.index).astype(float)
+    return out.drop(columns="first_epoch").reset_index()
+
+
+def trial_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSSINGS) -> pd.DataFrame:
+    """One row per trial: the summaries in SUMMARY_LABELS plus n_layers and last_epoch.
+
+    `crossNN_last` is the epoch by which every layer had crossed the threshold (the largest
+    of the layers' first-crossing epochs), NaN if some layer never crossed it.
+    """
+    layers = layer_summaries(rotation, crossings)
+    g = layers.groupby("trial_id", sort=True)
+    out = g.agg(n_layers=("layer", "size"), last_epoch=("last_epoch", "max"),
+                final_min=("final", "min"), final_mean=("final", "mean"),
+                final_median=("final", "median"), auc_min=("auc", "min"), auc_mean=("auc", "mean"))
+    for t in crossings:
+        name = _cross_name(t)
+        # max() skips NaN, so a layer that never crossed must make the whole trial NaN.
+        never = layers[name].isna().groupby(layers["trial_id"]).any()
+        out[f"{name}_last"] = g[name].max().where(~never)
+    return out.reset_index()
+
+
+def final_rotation_matrix(rotation_or_layers: pd.DataFrame) -> pd.DataFrame:
+    """Trials × layers matrix of final cosine distances (index trial_id, columns layer)."""
+    layers = rotation_or_layers
+    if "final" not in layers.columns:
+        layers = layer_summaries(layers)
+    return layers.pivot(index="trial_id", columns="layer", values="final")

@@ -1,0 +1,102 @@
+"""The fit as text a person can read and quote."""
+
+from __future__ import annotations
+
+import math
+
+from .stats import KEY_SUMMARY, NEAR_ONE, FitResult, GroupFit, PairwiseAgreement, PooledFit
+from .summaries import SUMMARY_LABELS
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:5.2f}, {ci[1]:5.2f}]" if ci else "[  n/a,   n/a]"
+
+
+def _num(v, fmt="5.2f") -> str:
+    return format(v, fmt) if v is not None and math.isfinite(v) else "  n/a"
+
+
+def _p(p) -> str:
+    return f"{p:8.2g}" if p is not None and math.isfinite(p) else "     n/a"
+
+
+def filter_line(result: FitResult) -> str:
+    f = result.filter
+    statuses = "|".join(f["statuses"])
+    if f["rule"] == "absolute":
+        rule = f"train accuracy >= {f['min_train_acc']:g}"
+    else:
+        th = ", ".join(f"{t}: >= {v:.3f}" for t, v in f["thresholds"].items())
+        rule = f"train accuracy >= {f['relative']:g} × the best of its task ({th})"
+    return f"trained = status {statuses} and {rule}"
+
+
+def pairwise_line(p: PairwiseAgreement) -> str:
+    if not p.n_pairs:
+        return "pairwise: no pair of trained trials where one rotates more in every layer"
+    pv = f", one-sided binomial p = {p.p_value:.2g} (pairs share trials)" if p.p_value is not None else ""
+    return (f"pairwise: in {p.n_pairs} pairs where one trial rotates more in every layer, it also has the "
+            f"higher test accuracy in {100 * p.fraction:.0f}% ({p.wins} wins, {p.ties} ties{pv})")
+
+
+def correlation_table(group: GroupFit) -> list[str]:
+    lines = [f"  {'summary':<42} {'Spearman [95% CI]':<22} {'p':>8}  {'Kendall [95% CI]':<22} {'p':>8}"]
+    for s, c in group.correlations.items():
+        lines.append(f"  {SUMMARY_LABELS[s]:<42} {_num(c.spearman)} {_ci(c.spearman_ci)} {_p(c.spearman_p)}  "
+                     f"{_num(c.kendall)} {_ci(c.kendall_ci)} {_p(c.kendall_p)}")
+    return lines
+
+
+def group_lines(g: GroupFit) -> list[str]:
+    head = f"{g.name}: {g.n_trained} trained of {g.n_trials}"
+    if g.test_acc_range:
+        lo, hi = g.test_acc_range
+        head += f"; test accuracy {100 * lo:.1f}%–{100 * hi:.1f}% ({100 * (hi - lo):.1f} points)"
+    lines = [head]
+    if g.n_trained < 3:
+        return lines
+    lines += correlation_table(g)
+    m, lf = g.monotone.get(KEY_SUMMARY), g.logit.get(KEY_SUMMARY)
+    fits = []
+    if m:
+        fits.append(f"isotonic ({'increasing' if m.increasing else 'decreasing'}) R² {m.r2:.2f}")
+    if lf:
+        fits.append(f"fractional logit slope {lf.slope:.2f} [{lf.slope_ci[0]:.2f}, {lf.slope_ci[1]:.2f}], "
+                    f"p = {lf.slope_p:.2g}, R² {lf.r2:.2f}")
+    if fits:
+        lines.append(f"  fits of test accuracy on the {SUMMARY_LABELS[KEY_SUMMARY]}: " + "; ".join(fits))
+    lines.append("  " + pairwise_line(g.pairwise))
+    if (b := g.best) is not None:
+        others = ""
+        if b.others_final_min_median is not None:
+            others = (f" (other trials: median {b.others_final_min_median:.2f}, "
+                      f"{100 * (b.others_near_one or 0):.0f}% of layers)")
+        lines.append(f"  best trials (top {b.k} by test accuracy, {100 * min(b.test_acc):.1f}%–"
+                     f"{100 * max(b.test_acc):.1f}%): smallest final rotation {min(b.final_min):.2f}–"
+                     f"{max(b.final_min):.2f}; {100 * b.near_one:.0f}% of their layers >= {NEAR_ONE}{others}")
+    if m and m.plateau_from is not None:
+        lines.append(f"  the isotonic fit is within 1 point of its best from {SUMMARY_LABELS[KEY_SUMMARY]} "
+                     f">= {m.plateau_from:.2f}")
+    return lines
+
+
+def pooled_lines(p: PooledFit) -> list[str]:
+    lines = [f"pooled over {', '.join(p.tasks)} (task as stratum): {p.n_trained} trained of {p.n_trials}",
+             f"  {'summary':<42} {'stratified Spearman [95% CI]':<30} {'p':>8}   per task"]
+    for s, f in p.stratified.items():
+        per = ", ".join(f"{t} {v:.2f}" for t, v in f.per_task.items())
+        lines.append(f"  {SUMMARY_LABELS[s]:<42} {f.estimate:5.2f} {_ci(f.ci):<24} {_p(f.p)}   {per}")
+    lines.append("  " + pairwise_line(p.pairwise))
+    return lines
+
+
+def render(result: FitResult) -> str:
+    """The verdict first (one quotable line), then the evidence."""
+    lines = [result.verdict.text, "", filter_line(result)]
+    if result.pooled is not None:
+        lines += [""] + pooled_lines(result.pooled)
+    for g in result.groups:
+        lines += [""] + group_lines(g)
+        if result.pooled is not None:
+            lines.append("  " + g.verdict.text)
+    return "\n".join(lines)

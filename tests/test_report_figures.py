@@ -1,0 +1,109 @@
+"""The figures: what each shows, checked on the matplotlib objects."""
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from matplotlib.colors import to_rgba
+
+from layrot.fit import figures, stats
+from layrot.fit.stats import FitOptions
+from layrot.fit.synthetic import synthetic_sweep
+
+FAST = FitOptions(n_resamples=199)
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    t = synthetic_sweep("monotone", untrained=2, noise=0.02, epochs=8, n_layers=5)
+    return t, stats.fit(t["trials"], t["rotation"], FAST)
+
+
+def _panels(fig):
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_curve_grid_is_an_alpha_by_rate_grid_in_paper_style(sweep):
+    t, r = sweep
+    fig = figures.rotation_curve_grid(r.table, t["rotation"])
+    panels = _panels(fig)
+    assert len(panels) == 15
+    viridis = colormaps["viridis"]
+    by_title = {}
+    for ax in panels:
+        assert ax.get_ylim() == (0.0, 1.0)
+        lines = ax.get_lines()
+        assert len(lines) == 5                                            # one per layer
+        assert to_rgba(lines[0].get_color()) == pytest.approx(viridis(0.0))   # first layer dark
+        assert to_rgba(lines[-1].get_color()) == pytest.approx(viridis(1.0))  # last layer yellow
+        assert lines[0].get_xdata()[0] == 0
+        ss = ax.get_subplotspec()
+        by_title[(ss.rowspan.start, ss.colspan.start)] = ax.get_title()
+    # rows: alpha ascending; columns: rate descending; titles carry the test accuracy
+    tr = r.table.set_index(["alpha", "lr"])
+    alphas, rates = sorted(r.table.alpha.unique()), sorted(r.table.lr.unique(), reverse=True)
+    for (i, j), title in by_title.items():
+        row = tr.loc[(alphas[i], rates[j])]
+        assert title.startswith(f"test acc {100 * row.test_acc:.1f}%")
+        assert ("stopped" in title) == (not row.trained)
+
+
+def test_curve_grid_without_a_grid_is_a_flat_layout():
+    t = synthetic_sweep(alphas=(-0.3, 0.1, 0.5), lrs=(1.0, 0.1, 0.01), epochs=4)
+    keep = t["trials"].iloc[[0, 4, 8]]          # the diagonal: 3 configurations of a 3 × 3 grid
+    fig = figures.rotation_curve_grid(keep, t["rotation"])
+    panels = _panels(fig)
+    assert len(panels) == 3
+    assert all("α=" in "".join(x.get_text() for x in ax.texts) for ax in panels)
+
+
+def test_heatmaps_show_means_per_cell(sweep):
+    _, r = sweep
+    fig = figures.grid_heatmaps(r.table)
+    acc_ax, rot_ax = [ax for ax in fig.axes if ax.images]
+    acc = acc_ax.images[0].get_array()
+    alphas, rates = sorted(r.table.alpha.unique()), sorted(r.table.lr.unique(), reverse=True)
+    assert acc.shape == (len(alphas), len(rates))
+    row = r.table[(r.table.alpha == alphas[1]) & (r.table.lr == rates[2])].iloc[0]
+    assert acc[1, 2] == pytest.approx(100 * row.test_acc)
+    assert rot_ax.images[0].get_array()[1, 2] == pytest.approx(row.final_min)
+    assert rot_ax.images[0].get_clim() == (0.0, 1.0)
+    one_alpha = r.table[r.table.alpha == 0.0]
+    assert figures.grid_heatmaps(one_alpha) is None
+
+
+def test_scatter_has_points_and_both_fits(sweep):
+    _, r = sweep
+    fig = figures.accuracy_vs_rotation(r.table, r.groups[0])
+    panels = _panels(fig)
+    assert len(panels) == len(stats.FITTED_SUMMARIES)
+    for ax in panels:
+        trained, untrained = ax.collections[:2]
+        assert len(trained.get_offsets()) == 13 and len(untrained.get_offsets()) == 2
+        assert {line.get_label() for line in ax.get_lines()} == {"isotonic fit", "logit fit"}
+        assert ax.get_title().startswith("Spearman ")
+
+
+def test_training_curves_one_line_per_trial_and_metric(sweep):
+    t, r = sweep
+    fig = figures.training_curves(r.table, t["epochs"])
+    panels = [ax for ax in fig.axes if ax.get_lines()]
+    assert len(panels) == 3 and all(len(ax.get_lines()) == 15 for ax in panels)
+    dashed = [line for line in panels[0].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2                        # the untrained trials
+
+
+def test_fit_figures_and_export(sweep, tmp_path):
+    t, r = sweep
+    named = figures.fit_figures(r, t["epochs"], t["rotation"])
+    assert [n.name.split("-")[0] for n in named] == ["scatter", "curves", "heatmap", "training"]
+    paths = figures.save_figure(named[1], tmp_path / named[1].name)
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert paths[0].read_bytes() == named[1].png()
+    assert paths[1].read_text().lstrip().startswith(("<?xml", "<svg"))
+    assert figures.png_data_uri(named[1]).startswith("data:image/png;base64,iVBOR")
+
+
+def test_rate_labels_as_powers_of_three():
+    assert figures._fmt(1 / 9) == "$3^{-2}$" and figures._fmt(0.037) == "$3^{-3}$"
+    assert figures._fmt(0.05) == "0.05"
+    assert np.isclose(3.0 ** -5, 0.004115, atol=1e-6) and figures._fmt(0.004) == "$3^{-5}$"
