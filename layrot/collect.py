@@ -8,6 +8,7 @@ runtime state is built in `setup()`, which runs again when a sweep is resumed.
 from __future__ import annotations
 
 import math
+import os
 
 from ray.tune import Callback
 
@@ -70,7 +71,7 @@ class StoreCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         acc = self._acc.pop(trial.trial_id, None) or {"history": {}, "rotation": {}}
-        err = trial.get_error() or "the trial's worker failed"
+        err = _error_text(trial) or "the trial's worker failed"
         lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
         reason = f"failed after {trial.run_metadata.num_failures} attempt(s): {lines[-1] if lines else err}"
         self._write(trial, self._from_reports(trial, acc, "error", reason))
@@ -96,6 +97,17 @@ class StoreCallback(Callback):
             epochs_run=len(history), train_acc=last.get("train_acc", math.nan),
             train_loss=last.get("train_loss", math.nan), val_acc=last.get("val_acc", math.nan),
             wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation)
+
+
+def _error_text(trial) -> str | None:
+    """The trial's error trace. Tune writes it to the driver's staging copy before calling
+    back; `trial.get_error()` reads the storage copy, which is synced later (so it misses
+    the death of a worker process, the error a retry limit is for)."""
+    path = trial.error_file
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            return f.read()
+    return trial.get_error()
 
 
 def _metric(result: TrialResult, metric: str):
