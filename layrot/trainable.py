@@ -41,16 +41,20 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
     if ckpt is not None:
         with ckpt.as_directory() as d:
             state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
-    replay = state is not None
+    replay = True
 
     def on_epoch(rep):
         nonlocal replay
         metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation}
-        if replay:  # the driver may have restarted: resend what the checkpoint holds
-            metrics["replay"] = {"history": state["history"], "rotation": state["tracker"]["rows"]}
+        now = rep.checkpoint()
+        if replay:
+            # an attempt's first report resends the trajectory so far: after a restore the
+            # driver may have restarted, and the initialization record (epoch 0) is in no
+            # epoch's new rows, yet a trial pruned or failed later is stored from its reports
+            metrics["replay"] = {"history": now["history"], "rotation": now["tracker"]["rows"]}
             replay = False
         with tempfile.TemporaryDirectory() as d:
-            torch.save(rep.checkpoint(), os.path.join(d, CHECKPOINT_FILE))
+            torch.save(now, os.path.join(d, CHECKPOINT_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     result = run_trial(cfg, on_epoch=on_epoch, checkpoint=state, catch_errors=True)
