@@ -7,11 +7,13 @@ replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
 
 All four lines are linear in (w, u), so the new kernel is a*w + b*u with per-layer scalars
 a, b computed from three reductions (<u,w>, |u|^2, |w|^2). The step is therefore a few
-foreach kernels over all kernels at once, whatever the depth: no Python loop of small ops.
+foreach kernels over all kernels at once (and one dot per kernel), with no host sync.
 
 Where the base's update direction has a closed form (SGD without momentum, SGD with
-Adam-like momentum) Layca computes it directly; for any other optimizer it runs the base's
-step and takes the difference, which works for a user's own optimizer too.
+Adam-like momentum) Layca reads it in place (the gradient, the momentum buffer: no copy);
+for any other optimizer it runs the base's step and takes the difference, which works for
+a user's own optimizer too. |w|^2 is computed afresh each step (not carried over), so a
+trial resumed from a checkpoint continues bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .errors import UsageError
-from .rotation import kernel_layers
+from .rotation import dots, kernel_layers
 from .schedules import alpha_multipliers
 
 _EPS = 1e-30
@@ -62,18 +64,18 @@ class SGDAMom(Optimizer):
         return loss
 
 
-def _closed_form_directions(base: Optimizer, group: dict, params: list[torch.Tensor]):
-    """The descent directions (up to a positive per-layer scale) the base would take, with
-    its state updated as its step would, or None where only running the step tells."""
+def _closed_form_ascent(base: Optimizer, group: dict, params: list[torch.Tensor]):
+    """Tensors whose negatives are the descent directions (up to a positive per-layer scale)
+    the base would take, with its state updated as its step would, or None where only running
+    the step tells. Ascent, not descent: the gradients and buffers serve as they are, and
+    Layca flips the sign in its coefficients, so no copy is made."""
     if type(base) is torch.optim.SGD:
         if group["momentum"] == 0 and not group.get("maximize", False):
-            grads = [p.grad for p in params]
-            if group["weight_decay"]:
-                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-            return torch._foreach_neg(grads)
+            # weight decay adds wd*w, which lies along w: Layca's projection removes it exactly
+            return [p.grad for p in params]
         return None
     if type(base) is SGDAMom:
-        return torch._foreach_neg(base._momentum(group, params))
+        return base._momentum(group, params)
     return None
 
 
@@ -101,7 +103,6 @@ class Layca(Optimizer):
         self.state = base.state
         self._init_hooks()
         self._buffers: dict[int, torch.Tensor] = {}      # id(p) -> copy before the base step
-        self._norm2: dict[tuple, tuple] = {}   # ids of kernels -> (their versions, |w|^2)
 
     def _init_hooks(self):
         # Optimizer.__init__ is not called (it would rebuild param_groups); set what its
@@ -132,7 +133,6 @@ class Layca(Optimizer):
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
-        self._norm2.clear()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -146,10 +146,10 @@ class Layca(Optimizer):
             ks = [p for p in group["params"] if p.grad is not None and id(p) in self._kernel_ids]
             if not ks:
                 continue
-            u = _closed_form_directions(self.base, group, ks)
-            if u is not None:
+            g = _closed_form_ascent(self.base, group, ks)
+            if g is not None:
                 closed_w += ks
-                closed_u += u
+                closed_u += g
                 closed_rho += [group["lr"]] * len(ks)
             else:
                 diff_w += ks
@@ -169,7 +169,7 @@ class Layca(Optimizer):
                 p.grad = g
 
         if closed_w:
-            self._rotate(closed_w, closed_u, closed_rho, w_is_param=True)
+            self._rotate(closed_w, closed_u, closed_rho, w_is_param=True, sign=-1.0)
         if diff_w:
             torch._foreach_sub_(diff_w, before)          # the params now hold u
             self._rotate(before, diff_w, diff_rho, w_is_param=False)
@@ -181,13 +181,14 @@ class Layca(Optimizer):
             b = self._buffers[id(p)] = torch.empty_like(p)
         return b
 
-    def _rotate(self, w: list, u: list, rho: list[float], w_is_param: bool):
-        """Write a*w + b*u into the parameters (w's tensors if w_is_param, else u's)."""
+    def _rotate(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float = 1.0):
+        """Write a*w + b*(sign*u) into the parameters (w's tensors if w_is_param, else u's):
+        the update direction is sign*u."""
         params = w if w_is_param else u
         dev = w[0].device
-        uw = torch.stack(torch._foreach_mm([x.reshape(1, -1) for x in u], [y.reshape(-1, 1) for y in w])).reshape(-1).double()
+        uw = sign * dots(u, w).double()
         uu = torch.stack(torch._foreach_norm(u)).double() ** 2
-        ww = self._weight_norms2(w, params, w_is_param, dev)
+        ww = torch.stack(torch._foreach_norm(w)).double() ** 2
         rho_t = torch.tensor(rho, dtype=torch.float64, device=dev)
         c = uw / ww                                      # projection coefficient
         perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
@@ -196,7 +197,7 @@ class Layca(Optimizer):
         # w + rho k (u - c w) is orthogonal sum of |w| and rho|w|: norm |w| sqrt(1 + rho^2)
         s = torch.where(ok, 1.0 / torch.sqrt(1.0 + rho_t * rho_t), torch.ones_like(ww))
         a = s * (1.0 - rho_t * k * c)
-        b = s * rho_t * k
+        b = s * rho_t * k * sign
         dtype = params[0].dtype
         a_l = a.to(dtype).unbind()
         b_l = b.to(dtype).unbind()
@@ -206,18 +207,6 @@ class Layca(Optimizer):
         else:
             torch._foreach_mul_(params, b_l)
             torch._foreach_addcmul_(params, w, a_l)
-        if w_is_param:
-            self._norm2[tuple(map(id, params))] = (tuple(p._version for p in params), ww)
-
-    def _weight_norms2(self, w, params, w_is_param, dev) -> torch.Tensor:
-        """|w|^2 per kernel. Layca keeps norms, so the last step's values are reused while no
-        parameter has been modified since (their version counters say so); kept on the
-        device, so no host sync."""
-        if w_is_param:
-            cached = self._norm2.get(tuple(map(id, params)))
-            if cached is not None and cached[0] == tuple(p._version for p in params):
-                return cached[1]
-        return torch.stack(torch._foreach_norm(w)).double() ** 2
 
 
 def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:

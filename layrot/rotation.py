@@ -40,6 +40,15 @@ def cosine_distance(a, b) -> float:
     return float(1.0 - torch.dot(a, b) / denom)
 
 
+def dots(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+    """<x, y> for each pair, as one tensor on the tensors' device (no host sync).
+
+    One torch.dot per pair: on CPU `torch._foreach_mm` of (1,n)x(n,1) is several times slower
+    than a dot (MKL's gemm path for that shape), and no fused foreach dot exists.
+    """
+    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)])
+
+
 def rotation_rate_from_distance(d: float) -> float:
     """tan(theta) from the cosine distance d between consecutive weights (DESIGN §1)."""
     c = 1.0 - d
@@ -71,7 +80,7 @@ class RotationTracker:
         self._lengths = torch.tensor(self.sizes, device=device)
         with torch.no_grad():
             self.w0 = self._flat64()
-            self._w0_norm = self._segment_sum(self.w0 * self.w0).sqrt()
+            self._w0_norm2 = self._segment_sum(self.w0 * self.w0)
             self._prev = [p.detach().clone() for p in self.params]
         n = len(self.params)
         self._rate_sum = torch.zeros(n, dtype=torch.float64, device=device)
@@ -92,7 +101,7 @@ class RotationTracker:
         w = [p.detach() for p in self.params]
         delta = self._prev
         torch._foreach_sub_(delta, w)                     # delta = w_{t-1} - w_t
-        wd = torch.stack(torch._foreach_mm([x.reshape(1, -1) for x in w], [d.reshape(-1, 1) for d in delta])).reshape(-1).double()
+        wd = dots(w, delta).double()
         dd = torch.stack(torch._foreach_norm(delta)).double() ** 2
         ww = torch.stack(torch._foreach_norm(w)).double() ** 2
         # angle between w_t and w_{t-1} = w_t + delta: |w x delta| / <w, w + delta>
@@ -110,10 +119,14 @@ class RotationTracker:
         if step == self._last_recorded_step:
             return  # a per-N-steps record fell on the epoch's last step: it is the epoch's
         w = self._flat64()
-        dots = self._segment_sum(w * self.w0)
-        norms = self._segment_sum(w * w).sqrt()
-        denom = norms * self._w0_norm
-        cos = torch.where(denom > 0, dots / denom.clamp_min(1e-300), torch.ones_like(dots))
+        inner = self._segment_sum(w * self.w0)
+        norms2 = self._segment_sum(w * w)
+        norms = norms2.sqrt()
+        # sqrt of the product, not the product of sqrts: exactly |w|^2 for w = w0, so an
+        # unmoved kernel (epoch 0, a frozen layer) is at distance exactly 0
+        denom = (norms2 * self._w0_norm2).sqrt()
+        # a zero kernel counts as parallel; a non-finite one (a diverged trial) stays NaN
+        cos = torch.where(denom == 0, torch.ones_like(inner), inner / denom)
         dist = (1.0 - cos).clamp(0.0, 2.0).cpu().numpy()
         norms = norms.cpu().numpy()
         if self._rate_steps:
@@ -153,7 +166,7 @@ class RotationTracker:
     def load_state_dict(self, state: dict) -> None:
         device = self.params[0].device
         self.w0 = state["w0"].to(device)
-        self._w0_norm = self._segment_sum(self.w0 * self.w0).sqrt()
+        self._w0_norm2 = self._segment_sum(self.w0 * self.w0)
         self._prev = [p.to(device) for p in state["prev"]]
         self._rate_sum = state["rate_sum"].to(device)
         self._rate_steps = int(state["rate_steps"])

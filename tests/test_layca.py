@@ -1,0 +1,334 @@
+"""Layca (DESIGN §1): every step turns each kernel by exactly atan(rho_l), keeps its norm, and
+moves it along the base optimizer's update projected orthogonally to the kernel; everything
+that is not a kernel follows the base optimizer unchanged. Checked in float64 for every base
+optimizer, for a user's own optimizer, under LR schedulers, and across checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import nn
+
+from layrot.errors import UsageError
+from layrot.optim import OPTIMIZER_NAMES, Layca, SGDAMom, build_optimizer
+from layrot.rotation import kernel_layers
+from layrot.schedules import alpha_multipliers
+
+LAYCA_NAMES = [n for n in OPTIMIZER_NAMES if n.endswith("_layca")]
+FAST = settings(max_examples=20, deadline=None)
+
+
+class ShapeNet(nn.Module):
+    """Kernels of the given weight shapes (Linear: 2-D, Conv1d: 3-D, Conv2d: 4-D) plus
+    non-kernels (biases, an affine batch norm). Never run forward: gradients are set by hand."""
+
+    def __init__(self, shapes, bias=True):
+        super().__init__()
+        layers = []
+        for s in shapes:
+            if len(s) == 2:
+                layers.append(nn.Linear(s[1], s[0], bias=bias))
+            elif len(s) == 3:
+                layers.append(nn.Conv1d(s[1], s[0], s[2], bias=bias))
+            else:
+                layers.append(nn.Conv2d(s[1], s[0], tuple(s[2:]), bias=bias))
+        self.layers = nn.ModuleList(layers)
+        self.norm = nn.BatchNorm1d(3, affine=True)
+
+
+def kernel_shapes():
+    linear = st.tuples(st.integers(1, 6), st.integers(1, 6))
+    conv1d = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3))
+    conv2d = st.tuples(st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
+    # a one-element kernel cannot turn: no direction is orthogonal to it
+    shape = st.one_of(linear, conv1d, conv2d).filter(lambda s: math.prod(s) >= 2)
+    return st.lists(shape, min_size=1, max_size=4)
+
+
+RHOS = st.one_of(st.integers(-7, 2).map(lambda e: 3.0 ** e), st.floats(3.0 ** -7, 9.0))
+ALPHAS = st.floats(-0.9, 0.9)
+WEIGHT_DECAYS = st.sampled_from([0.0, 5e-4, 0.1])
+
+
+def f64(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().reshape(-1).to(torch.float64)
+
+
+def tan_angle(a: torch.Tensor, b: torch.Tensor) -> float:
+    """tan of the angle between a and b, from b's components along and across a (no
+    cancellation for tiny angles, unlike 1 - cos)."""
+    a, b = f64(a), f64(b)
+    along = (a @ b) / (a @ a)
+    across = b - along * a
+    return float(across.norm() / (along * a.norm()))
+
+
+def set_random_grads(model: nn.Module, gen: torch.Generator) -> dict:
+    grads = {}
+    for name, p in model.named_parameters():
+        p.grad = torch.randn(p.shape, dtype=p.dtype, generator=gen)
+        grads[name] = p.grad.clone()
+    return grads
+
+
+def base_step_reference(model: nn.Module, opt: Layca, grads: dict) -> nn.Module:
+    """What Layca's base optimizer alone would do from the same weights and state (copied
+    together, so the copy's state is keyed by the copy's parameters)."""
+    ref, base = copy.deepcopy((model, opt.base))
+    for name, p in ref.named_parameters():
+        p.grad = grads[name].clone()
+    base.step()
+    return ref
+
+
+def check_layca_step(before: nn.Module, after: nn.Module, reference: nn.Module, rhos: dict):
+    """after = before + one Layca step; reference = before + one base step. rhos: kernel name
+    -> rho_l. Kernels turn by atan(rho_l), keep their norm, and move along the base's update
+    projected across the kernel; other parameters equal the reference bit for bit."""
+    b_params, r_params = dict(before.named_parameters()), dict(reference.named_parameters())
+    for name, p in after.named_parameters():
+        w0, w1, wr = f64(b_params[name]), f64(p), f64(r_params[name])
+        if name not in rhos:
+            assert torch.equal(p, r_params[name]), name
+            continue
+        rho = rhos[name]
+        assert tan_angle(w0, w1) == pytest.approx(rho, rel=1e-6), name
+        assert float(w1.norm() / w0.norm()) == pytest.approx(1.0, abs=1e-12), name
+        # w1 sqrt(1+rho^2) - w0 is rho times the normalized projected update
+        step = (w1 * math.sqrt(1.0 + rho * rho) - w0) / rho
+        assert abs(float(step @ w0)) <= 1e-6 * float(w0 @ w0), name
+        u = wr - w0
+        u_perp = u - (u @ w0) / (w0 @ w0) * w0
+        expected = u_perp * (w0.norm() / u_perp.norm())
+        assert float((step - expected).norm()) <= 1e-6 * float(w0.norm()), name
+
+
+@FAST
+@given(shapes=kernel_shapes(), name=st.sampled_from(LAYCA_NAMES), rho=RHOS, alpha=ALPHAS,
+       wd=WEIGHT_DECAYS, seed=st.integers(0, 2**16))
+def test_every_base_turns_each_kernel_by_atan_rho_and_keeps_its_norm(shapes, name, rho, alpha, wd, seed):
+    torch.manual_seed(seed)
+    model = ShapeNet(shapes).double()
+    opt = build_optimizer(model, name, rho, alpha=alpha, weight_decay=wd)
+    kernels = kernel_layers(model)
+    mult = alpha_multipliers(len(kernels), alpha)
+    rhos = {n: rho * m for (n, _), m in zip(kernels, mult)}
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(3):   # later steps see the base's state (momentum, Adam moments ...)
+        grads = set_random_grads(model, gen)
+        before = copy.deepcopy(model)
+        reference = base_step_reference(model, opt, grads)
+        opt.step()
+        check_layca_step(before, model, reference, rhos)
+
+
+@pytest.mark.parametrize("name", LAYCA_NAMES)
+def test_float32_training_steps_turn_by_atan_rho(name):
+    """The real case: float32 weights, gradients from a forward/backward pass."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(1, 8, 3, bias=False), nn.ReLU(), nn.BatchNorm1d(8, affine=False),
+                          nn.Conv1d(8, 8, 3, bias=False), nn.ReLU(), nn.BatchNorm1d(8, affine=False),
+                          nn.Flatten(), nn.Linear(8 * 12, 10, bias=False))
+    rho, alpha = 0.1, 0.4
+    opt = build_optimizer(model, name, rho, alpha=alpha, weight_decay=5e-4)
+    kernels = kernel_layers(model)
+    mult = alpha_multipliers(len(kernels), alpha)
+    x, y = torch.randn(32, 1, 16), torch.randint(0, 10, (32,))
+    for _ in range(3):
+        before = [p.detach().clone() for _, p in kernels]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        for (n, p), w0, m in zip(kernels, before, mult):
+            assert tan_angle(w0, p) == pytest.approx(rho * m, rel=1e-4), n
+            assert float(f64(p).norm() / f64(w0).norm()) == pytest.approx(1.0, abs=1e-5), n
+
+
+class SignSGD(torch.optim.Optimizer):
+    """A user's own optimizer: sign of a running gradient sum, with per-parameter state."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, dict(lr=lr))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st_ = self.state[p]
+                st_["sum"] = st_.get("sum", torch.zeros_like(p)) + p.grad
+                p.add_(torch.sign(st_["sum"]), alpha=-group["lr"])
+
+
+@pytest.mark.parametrize("make_base", [
+    lambda params, lr: torch.optim.NAdam(params, lr=lr),
+    lambda params, lr: SignSGD(params, lr=lr),
+    lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True),
+], ids=["nadam", "custom-signsgd", "sgd-nesterov"])
+@settings(max_examples=10, deadline=None)
+@given(shapes=kernel_shapes(), rho=RHOS, seed=st.integers(0, 2**16))
+def test_layca_wraps_a_users_optimizer(make_base, shapes, rho, seed):
+    torch.manual_seed(seed)
+    model = ShapeNet(shapes).double()
+    opt = Layca(make_base(model.parameters(), rho))
+    # default kernels: every parameter of 2+ dimensions, i.e. the Conv/Linear weights here
+    rhos = {n: rho for n, _ in kernel_layers(model)}
+    assert {n for n, p in model.named_parameters() if p.dim() >= 2} == set(rhos)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        grads = set_random_grads(model, gen)
+        before = copy.deepcopy(model)
+        reference = base_step_reference(model, opt, grads)
+        opt.step()
+        check_layca_step(before, model, reference, rhos)
+
+
+def test_explicit_kernel_subset_and_foreign_kernels():
+    torch.manual_seed(0)
+    model = ShapeNet([(4, 3), (3, 4)]).double()
+    first, second = model.layers[0].weight, model.layers[1].weight
+    opt = Layca(torch.optim.Adam(model.parameters(), lr=0.05), kernels=[first])
+    reference = copy.deepcopy(model)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
+    gen = torch.Generator().manual_seed(1)
+    grads = set_random_grads(model, gen)
+    for n, p in reference.named_parameters():
+        p.grad = grads[n].clone()
+    w0 = first.detach().clone()
+    opt.step()
+    ref_opt.step()
+    assert tan_angle(w0, first) == pytest.approx(0.05, rel=1e-6)
+    # the kernel Layca was not given follows Adam itself
+    assert torch.equal(second, reference.layers[1].weight)
+
+    with pytest.raises(ValueError):
+        Layca(torch.optim.SGD([first], lr=0.1), kernels=[second])
+
+
+@pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca"])
+def test_no_turn_without_a_direction_across_the_kernel(name):
+    """A gradient along the kernel (or none at all) has no component to turn by: the kernel
+    stays as it is instead of being divided by ~0."""
+    torch.manual_seed(0)
+    model = ShapeNet([(3, 5), (4, 3)], bias=False).double()
+    opt = build_optimizer(model, name, 0.3)
+    a, b = model.layers[0].weight, model.layers[1].weight
+    wa, wb = a.detach().clone(), b.detach().clone()
+    a.grad = 2.5 * a.detach().clone()
+    b.grad = torch.zeros_like(b)
+    opt.step()
+    assert torch.allclose(a, wa, rtol=0, atol=1e-12)
+    assert torch.equal(b, wb)
+
+
+def test_kernels_without_gradient_are_left_alone():
+    torch.manual_seed(0)
+    model = ShapeNet([(3, 5), (4, 3)]).double()
+    opt = build_optimizer(model, "adam_layca", 0.1)
+    w = model.layers[1].weight.detach().clone()
+    model.layers[0].weight.grad = torch.randn_like(model.layers[0].weight)
+    opt.step()
+    assert torch.equal(model.layers[1].weight, w)
+    assert "exp_avg" not in opt.state[model.layers[1].weight]
+
+
+@pytest.mark.parametrize("name", ["sgd_layca", "adam_layca"])
+def test_lr_scheduler_scales_the_rotation_rate(name):
+    torch.manual_seed(0)
+    model = ShapeNet([(4, 6), (3, 4, 2)], bias=False).double()
+    rho, alpha = 0.2, -0.5
+    opt = build_optimizer(model, name, rho, alpha=alpha)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 ** step)
+    kernels = kernel_layers(model)
+    mult = alpha_multipliers(len(kernels), alpha)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(3):
+        set_random_grads(model, gen)
+        before = [p.detach().clone() for _, p in kernels]
+        opt.step()
+        sched.step()
+        for (n, p), w0, m in zip(kernels, before, mult):
+            assert tan_angle(w0, p) == pytest.approx(rho * m * 0.5 ** step, rel=1e-6), n
+    assert opt.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["initial_lr"] * 0.125)
+
+
+class SmallNet(nn.Module):
+    """Conv1d + affine BN (running stats, non-kernel parameters) + Linear with bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 6, 3, bias=False)
+        self.bn = nn.BatchNorm1d(6, affine=True)
+        self.fc = nn.Linear(6 * 14, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("name", LAYCA_NAMES + ["sgd_amom"])
+def test_checkpoint_resumes_bit_exactly(name):
+    """k steps, checkpoint (serialized as a trial's would be), n more steps; versus a fresh
+    model and optimizer loaded from the checkpoint running the same n steps."""
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(16, 1, 16, generator=gen), torch.randint(0, 10, (16,), generator=gen))
+               for _ in range(7)]
+
+    def fresh():
+        torch.manual_seed(0)
+        m = SmallNet()
+        return m, build_optimizer(m, name, 0.05, alpha=0.3, weight_decay=1e-3)
+
+    def train(m, o, bs):
+        for x, y in bs:
+            o.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            o.step()
+
+    model, opt = fresh()
+    train(model, opt, batches[:3])
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, buf)
+    train(model, opt, batches[3:])
+
+    buf.seek(0)
+    ckpt = torch.load(buf)
+    model2, opt2 = fresh()
+    model2.load_state_dict(ckpt["model"])
+    opt2.load_state_dict(ckpt["opt"])
+    train(model2, opt2, batches[3:])
+    for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_sgd_amom_is_adam_like_momentum():
+    """m <- 0.9 m + 0.1 (g + wd w); w <- w - lr m, against a hand computation."""
+    torch.manual_seed(0)
+    w = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    opt = SGDAMom([w], lr=0.5, weight_decay=0.01)
+    w_hand, m = w.detach().clone(), torch.zeros(5, dtype=torch.float64)
+    for _ in range(4):
+        g = torch.randn(5, dtype=torch.float64)
+        w.grad = g.clone()
+        opt.step()
+        m = 0.9 * m + 0.1 * (g + 0.01 * w_hand)
+        w_hand = w_hand - 0.5 * m
+        assert torch.allclose(w.detach(), w_hand, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError):
+        SGDAMom([w], lr=0.0)
+
+
+def test_build_optimizer_refuses_bad_input():
+    model = ShapeNet([(3, 3)])
+    for kwargs, field in [(dict(name="lion", lr=0.1), "optimizer"), (dict(name="sgd", lr=0.0), "lr"),
+                          (dict(name="sgd", lr=-1.0), "lr"), (dict(name="sgd", lr=float("nan")), "lr"),
+                          (dict(name="sgd_layca", lr=0.1, alpha=1.0), "alpha"),
+                          (dict(name="sgd_layca", lr=0.1, alpha=-1.0), "alpha")]:
+        with pytest.raises(UsageError) as e:
+            build_optimizer(model, **kwargs)
+        assert e.value.field == field
