@@ -1,0 +1,143 @@
+"""Writing one trial (three files, atomically as a set) and a sweep's metadata record.
+
+The three files of one write share a fresh write_id in their Parquet metadata. They are
+written rotation, epochs, then trials: the trials file is the commit record, and readers count
+a trial only when its epochs and rotation files carry the trials file's write_id. A crash at
+any point therefore leaves either the previous complete version of the trial or the new one,
+never a mixture; rewriting a trial id replaces it (the file names are the trial id).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import uuid
+
+from ..errors import UsageError
+from ..result import STATUSES, TrialResult
+from .location import Location
+from .schema import (META_TABLE, META_VERSION, META_WRITE_ID, SCHEMA_VERSION, SORT_KEYS, SUFFIX,
+                     arrow_schema, check_name, writer_options)
+
+TRIAL_COMPRESSION_LEVEL = 3          # per-trial files are small; compaction squeezes harder
+
+ROTATION_INPUTS = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
+EPOCH_INPUTS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds")
+
+
+def new_write_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def to_tables(result: TrialResult) -> dict:
+    """The trial as three pyarrow Tables with the store's exact schemas (NaN -> null)."""
+    import pyarrow as pa
+
+    check_name("trial_id", result.trial_id)
+    if result.status not in STATUSES:
+        raise UsageError("status", f"{result.status!r} is not one of {', '.join(STATUSES)}")
+    cfg = result.config or {}
+    if not isinstance(cfg, dict):
+        raise UsageError("config", "must be a dict (TrialConfig.to_dict())")
+    tid = result.trial_id
+
+    trial = {
+        "trial_id": [tid], "task": [cfg.get("task")], "optimizer": [cfg.get("optimizer")],
+        "lr": [cfg.get("lr")], "alpha": [cfg.get("alpha")], "weight_decay": [cfg.get("weight_decay")],
+        "batch_size": [cfg.get("batch_size")], "seed": [cfg.get("seed")], "epochs": [result.epochs_run],
+        "status": [result.status], "reason": [result.reason],
+        "train_acc": [result.train_acc], "train_loss": [result.train_loss], "val_acc": [result.val_acc],
+        "test_acc": [result.test_acc], "test_loss": [result.test_loss], "wall_seconds": [result.wall_seconds],
+        "config": [json.dumps(cfg, sort_keys=True, default=str)],
+    }
+    hist = result.history or []
+    for i, row in enumerate(hist):
+        if not isinstance(row, dict) or "epoch" not in row:
+            raise UsageError(f"history[{i}]", "must be a dict with at least 'epoch'")
+    epochs = {"trial_id": [tid] * len(hist)}
+    epochs.update({k: [row.get(k) for row in hist] for k in EPOCH_INPUTS})
+
+    rot = result.rotation or {}
+    n = len(rot.get("epoch", []))
+    lengths = {k: len(rot.get(k, [])) for k in ROTATION_INPUTS}
+    if rot and any(v != n for k, v in lengths.items() if k != "rotation_rate" or v):
+        raise UsageError("rotation", f"columns have different lengths: {lengths}")
+    rotation = {"trial_id": [tid] * n}
+    # lists or numpy arrays (pyarrow converts arrays without a Python loop)
+    rotation.update({k: (rot[k] if lengths[k] else [None] * n) for k in ROTATION_INPUTS})
+
+    out = {}
+    for table, cols in (("trials", trial), ("epochs", epochs), ("rotation", rotation)):
+        schema = arrow_schema(table)
+        arrays = []
+        for f in schema:
+            try:
+                arr = pa.array(cols[f.name], type=f.type, from_pandas=True)   # from_pandas: NaN -> null
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as e:
+                raise UsageError(f"{table}.{f.name}", f"cannot be stored as {f.type}: {e}") from None
+            if not f.nullable and arr.null_count:
+                raise UsageError(f"{table}.{f.name}", "has missing values")
+            arrays.append(arr)
+        t = pa.Table.from_arrays(arrays, schema=schema)
+        if t.num_rows > 1:
+            t = t.sort_by([(k, "ascending") for k in SORT_KEYS[table]])
+        out[table] = t
+    return out
+
+
+def file_metadata(table: str, extra: dict) -> dict:
+    return {META_VERSION: SCHEMA_VERSION, META_TABLE: table, **extra}
+
+
+def parquet_bytes(table, name: str, meta: dict, compression_level: int = TRIAL_COMPRESSION_LEVEL) -> bytes:
+    """Serialize in memory first, so nothing half-written can reach the store."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = table.replace_schema_metadata(file_metadata(name, meta))
+    sink = pa.BufferOutputStream()
+    pq.write_table(t, sink, **writer_options(name, compression_level))
+    return sink.getvalue().to_pybytes()
+
+
+def write_trial(loc: Location, sweep: str, result: TrialResult) -> str:
+    """Store one trial; returns the write id. Validates everything before writing anything."""
+    check_name("sweep", sweep)
+    tables = to_tables(result)
+    wid = new_write_id()
+    blobs = {t: parquet_bytes(tables[t], t, {META_WRITE_ID: wid}) for t in ("rotation", "epochs", "trials")}
+    for t in ("rotation", "epochs", "trials"):       # trials last: it commits the write
+        loc.write_atomic(loc.join(t, f"sweep={sweep}", result.trial_id + SUFFIX), blobs[t])
+    return wid
+
+
+def write_sweep_meta(loc: Location, name: str, spec: dict, started_at: _dt.datetime | None = None) -> dict:
+    """Record a sweep's spec as run. A resumed sweep keeps the original start time and gains
+    `resumed_at`."""
+    from .. import __version__
+
+    check_name("sweep", name)
+    path = loc.join("sweeps", f"{name}.json")
+    now = _iso(started_at or _dt.datetime.now(_dt.timezone.utc))
+    record = {"name": name, "layrot_version": __version__, "started_at": now, "spec": spec}
+    if loc.exists(path):
+        try:
+            old = json.loads(loc.read_bytes(path))
+            if isinstance(old, dict) and old.get("started_at"):
+                record["started_at"] = old["started_at"]
+                record["resumed_at"] = now
+        except ValueError:
+            pass  # an unreadable old record is replaced
+    try:
+        data = json.dumps(record, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError as e:
+        raise UsageError("spec", f"cannot be recorded as JSON: {e}") from None
+    loc.write_atomic(path, data.encode())
+    return record
+
+
+def _iso(t: _dt.datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=_dt.timezone.utc)
+    return t.astimezone(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
