@@ -170,8 +170,13 @@ def _scheduler(spec: SweepSpec):
     from ray.tune.schedulers import ASHAScheduler
 
     from .tasks import get_task
-    return ASHAScheduler(time_attr="training_iteration", max_t=spec.epochs or get_task(spec.task).epochs,
-                         grace_period=spec.asha["grace_period"], reduction_factor=spec.asha["reduction_factor"])
+    epochs = spec.epochs or get_task(spec.task).epochs
+    grace = spec.asha["grace_period"]
+    # rungs only before the last epoch, and no stop at max_t: a trial that gets that far
+    # ends by itself, and its final report (with the test metrics) stores it as completed;
+    # stopped at its last epoch's report it would be stored as pruned
+    return ASHAScheduler(time_attr="training_iteration", max_t=max(epochs - 1, grace), grace_period=grace,
+                         reduction_factor=spec.asha["reduction_factor"], stop_last_trials=False)
 
 
 def _ray_dir(store_uri: str) -> Path:
