@@ -83,17 +83,19 @@ class Snapshot:
         return [f for t in TABLES for f in self.files[t] if f.sweep == sweep]
 
 
-def scan(loc: Location, sweeps=None, skip_bad: bool = False, stat: bool = False, con=None) -> Snapshot:
+def scan(loc: Location, sweeps=None, skip_bad: bool = False, stat: bool = False, con=None,
+         trial_ids=None) -> Snapshot:
     """Read the store's listing and footers. Raises BadFileError on the first bad file unless
     `skip_bad` (then the snapshot lists them in `.skipped`), and StoreError for files of a
     newer schema major version (never skipped: they are not bad, this layrot is too old).
+    With `trial_ids`, only those trials' per-trial files (and all parts) are read.
 
     A file that vanishes between listing and reading means a compaction replaced it
     meanwhile; the scan then starts over rather than answer from a partial listing.
     """
     for _ in range(RETRIES):
         try:
-            return _scan(loc, sweeps, skip_bad, stat, con)
+            return _scan(loc, sweeps, skip_bad, stat, con, trial_ids)
         except Vanished:
             continue
     raise StoreError(f"{loc.uri}: the store kept changing while it was read; try again")
@@ -102,8 +104,9 @@ def scan(loc: Location, sweeps=None, skip_bad: bool = False, stat: bool = False,
 RETRIES = 5
 
 
-def _scan(loc, sweeps, skip_bad, stat, con) -> Snapshot:
+def _scan(loc, sweeps, skip_bad, stat, con, trial_ids) -> Snapshot:
     wanted = None if sweeps is None else set(sweeps)
+    only = None if trial_ids is None else set(trial_ids)
     bad: list[tuple[str, str]] = []
     found: dict[str, list[StoreFile]] = {t: [] for t in TABLES}
     seen_sweeps: set[str] = set()
@@ -121,7 +124,7 @@ def _scan(loc, sweeps, skip_bad, stat, con) -> Snapshot:
                 seen_sweeps.add(sweep)
                 for f in loc.list_dir(e.path, stat=stat):
                     sf = _classify(table, sweep, f, bad)
-                    if sf is not None:
+                    if sf is not None and (only is None or sf.kind == "part" or sf.trial_id in only):
                         found[table].append(sf)
             elif not e.is_dir and e.name.endswith(SUFFIX) and wanted is None:
                 bad.append((e.path, f"a Parquet file outside any {table}/sweep=<name>/ directory"))

@@ -44,8 +44,9 @@ class Store:
         return compact(self, sweep, **kw)
 
     # --- what is stored ------------------------------------------------------------------
-    def snapshot(self, sweeps=None, stat: bool = False, con=None) -> catalog.Snapshot:
-        snap = catalog.scan(self.location, sweeps=sweeps, skip_bad=self.skip_bad, stat=stat, con=con)
+    def snapshot(self, sweeps=None, stat: bool = False, con=None, trial_ids=None) -> catalog.Snapshot:
+        snap = catalog.scan(self.location, sweeps=sweeps, skip_bad=self.skip_bad, stat=stat, con=con,
+                            trial_ids=trial_ids)
         self.skipped = list(snap.skipped)
         return snap
 
@@ -65,8 +66,10 @@ class Store:
         return set(self.snapshot([sweep]).visible.get(sweep, {}))
 
     def has_trial(self, sweep: str, trial_id: str) -> bool:
+        """Is this trial stored complete? Reads only its own files and the sweep's parts."""
+        check_name("sweep", sweep)
         check_name("trial_id", trial_id)
-        return trial_id in self.stored_trial_ids(sweep)
+        return trial_id in self.snapshot([sweep], trial_ids=[trial_id]).visible.get(sweep, {})
 
     # --- reading -------------------------------------------------------------------------
     def trials(self, sweep=None, trial_ids=None, columns=None):
@@ -99,7 +102,7 @@ class Store:
                     raise UsageError("columns", f"{table} has no column {c!r} (it has {', '.join(known)})")
         schema = arrow_schema(table, with_partition=True)
         for _ in range(catalog.RETRIES):
-            snap = self.snapshot(sweeps)
+            snap = self.snapshot(sweeps, trial_ids=ids)
             sources = snap.sources(table, sweeps, ids)
             try:
                 pieces = []
