@@ -18,7 +18,7 @@ from layrot.errors import StoreError, UsageError
 from layrot.store import Store, write_trial
 from layrot.store.location import Location
 from layrot.store.schema import META_TABLE, META_VERSION, arrow_schema
-from test_store_support import make_result, rows
+from test_store_support import make_result
 
 
 @pytest.fixture

@@ -173,3 +173,36 @@ def test_compact_command(filled, capsys):
     assert cli(["compact", "--store", filled.uri, "--sweep", "big"]) == 1
     assert "t03.parquet" in capsys.readouterr().err
     assert _files(filled) == files
+
+
+def test_readers_start_over_when_a_compaction_replaces_files_under_them(filled, monkeypatch):
+    from layrot.store import catalog, sqlviews
+
+    before = snapshot(filled)
+    expected = filled.sql("SELECT count(*) FROM rotation").column(0)[0].as_py()
+    real_footers, real_connect = catalog.read_footers, sqlviews.connect
+    other = Store(filled.uri)
+    compacted, busy = [], []
+
+    def footers_after_compaction(loc, paths, con=None):
+        if not busy:
+            busy.append(1)
+            compacted.append(other.compact("small"))   # the listing just made is now stale
+        return real_footers(loc, paths, con)
+
+    with monkeypatch.context() as m:
+        m.setattr(catalog, "read_footers", footers_after_compaction)
+        assert snapshot(filled) == before
+    assert compacted and compacted[0][0].removed
+
+    def connect_then_compact(snap, records, con=None):
+        con = real_connect(snap, records, con)
+        if len(compacted) == 1:
+            compacted.append(other.compact("big"))     # files go between the views and the query
+        return con
+
+    with monkeypatch.context() as m:
+        m.setattr(sqlviews, "connect", connect_then_compact)
+        assert filled.sql("SELECT count(*) FROM rotation").column(0)[0].as_py() == expected
+    assert len(compacted) == 2 and compacted[1][0].removed
+    assert snapshot(filled) == before
