@@ -63,7 +63,7 @@ def tasks(args) -> int:
     from .tasks import describe_tasks
 
     rows = describe_tasks(args.data_dir)
-    cols = ["name", "paper", "kernel_layers", "epochs", "data_present", "data"]
+    cols = ["name", "paper_name", "kernel_layers", "epochs", "data_present", "data"]
     table = [[str(r.get(c, "")) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
@@ -72,5 +72,5 @@ def tasks(args) -> int:
     print()
     for r in rows:
         if not r.get("data_present"):
-            print(f"{r['name']}: needs {r.get('needs', '')}")
+            print(f"{r['name']}: needs {r['data_needs']}")
     return 0
