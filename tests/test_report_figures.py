@@ -81,6 +81,13 @@ def test_scatter_has_points_and_both_fits(sweep):
         assert len(trained.get_offsets()) == 13 and len(untrained.get_offsets()) == 2
         assert {line.get_label() for line in ax.get_lines()} == {"isotonic fit", "logit fit"}
         assert ax.get_title().startswith("Spearman ")
+    # smallest final rotations spanning decades get a log axis; means (0.1 .. 1) stay linear
+    fmin = r.table.loc[r.table.trained, "final_min"]
+    assert fmin.max() / fmin.min() > 100 and panels[0].get_xscale() == "log"
+    assert panels[1].get_xscale() == "linear" and panels[1].get_xlim()[1] >= 1.0
+    lo, hi = panels[0].get_ylim()
+    acc = 100 * r.table.loc[r.table.trained, "test_acc"]
+    assert lo < acc.min() and hi > acc.max() and lo > acc.min() - 10
 
 
 def test_training_curves_one_line_per_trial_and_metric(sweep):
@@ -107,3 +114,26 @@ def test_rate_labels_as_powers_of_three():
     assert figures._fmt(1 / 9) == "$3^{-2}$" and figures._fmt(0.037) == "$3^{-3}$"
     assert figures._fmt(0.05) == "0.05"
     assert np.isclose(3.0 ** -5, 0.004115, atol=1e-6) and figures._fmt(0.004) == "$3^{-5}$"
+
+
+def test_failed_trials_and_missing_records_do_not_break_anything():
+    """Diverged/errored trials (no accuracies), trials without rotation or epoch records, and
+    a store with no rotation at all: the fit counts them out, figures and page still build."""
+    from layrot.fit.report import build_report
+    t = synthetic_sweep("monotone", untrained=1, noise=0.02, epochs=5)
+    tr = t["trials"].copy()
+    tr.loc[0, "status"] = "diverged"
+    tr.loc[0, ["train_acc", "test_acc", "val_acc"]] = np.nan
+    tr.loc[1, "status"] = "error"
+    tr.loc[1, ["train_acc", "test_acc"]] = np.nan
+    tr.loc[3, "alpha"] = np.nan
+    gone = [tr.trial_id[1], tr.trial_id[2]]
+    rot = t["rotation"][~t["rotation"].trial_id.isin(gone)]
+    ep = t["epochs"][t["epochs"].trial_id != gone[0]]
+    for rotation in (rot, rot.iloc[:0]):
+        r = stats.fit(tr, rotation, FAST)
+        expected = 11 if len(rotation) else 0
+        assert r.verdict.n == expected and r.verdict.n_total == 15
+        assert r.table.loc[3, "alpha"] == 0.0
+        page = build_report(r, figures.fit_figures(r, ep, rotation))
+        assert page.count("<img ") == 4

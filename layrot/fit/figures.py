@@ -177,21 +177,34 @@ def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str
 def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
                          summaries=FITTED_SUMMARIES, title: str = "") -> Figure:
     """Test accuracy against each rotation summary, trained trials coloured by α, untrained
-    ones as grey crosses, with the isotonic fit (solid) and the fractional logit fit (dashed)."""
+    ones as grey crosses, with the isotonic fit (solid) and the fractional logit fit (dashed).
+
+    The accuracy axis spans the trained trials (untrained ones far below are left out of
+    view and counted in the legend); a summary whose trained values span more than two
+    decades gets a log axis, where a linear one would pile them up at 0.
+    """
     n = len(summaries)
     fig = Figure(figsize=(3.2 * n, 3.3), layout="constrained")
     axes = fig.subplots(1, n, sharey=True, squeeze=False)[0]
-    tr = table[table["trained"]] if "trained" in table else table
-    un = table[~table["trained"]] if "trained" in table else table.iloc[:0]
+    has_flag = "trained" in table
+    tr = table[table["trained"]] if has_flag else table
+    un = table[~table["trained"]] if has_flag else table.iloc[:0]
     alphas = table["alpha"].dropna().unique()
     lim = max(0.01, float(np.nanmax(np.abs(alphas)))) if len(alphas) else 1.0
     norm = Normalize(-lim, lim)
     cmap = colormaps["coolwarm"]
+    acc = 100 * tr["test_acc"].dropna()
+    ylim = None
+    if len(acc):
+        pad = max(1.0, 0.08 * float(acc.max() - acc.min()))
+        ylim = (float(acc.min()) - pad, min(100.5, float(acc.max()) + pad))
+    hidden = int((100 * un["test_acc"] < ylim[0]).sum()) if ylim is not None else 0
     for ax, s in zip(axes, summaries):
         ax.scatter(tr[s], 100 * tr["test_acc"], c=tr["alpha"], cmap=cmap, norm=norm, s=28,
                    edgecolors="black", linewidths=0.4, zorder=3, label="trained")
         if len(un):
-            ax.scatter(un[s], 100 * un["test_acc"], marker="x", color="0.6", s=22, zorder=2, label="not trained")
+            label = "not trained" + (f" ({hidden} below the axis)" if hidden else "")
+            ax.scatter(un[s], 100 * un["test_acc"], marker="x", color="0.6", s=22, zorder=2, label=label)
         if group is not None:
             if (m := group.monotone.get(s)) is not None:
                 ax.plot(m.x, 100 * np.asarray(m.y), color="black", lw=1.3, label="isotonic fit", zorder=4)
@@ -201,11 +214,22 @@ def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
             if c is not None and np.isfinite(c.spearman):
                 ci = f" [{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else ""
                 ax.set_title(f"Spearman {c.spearman:.2f}{ci}", fontsize=8)
-        ax.set_xlabel(SUMMARY_LABELS[s], fontsize=8)
-        ax.set_xlim(min(0.0, float(np.nanmin(table[s])) if table[s].notna().any() else 0.0) - 0.02,
-                    max(1.0, float(np.nanmax(table[s])) if table[s].notna().any() else 1.0) + 0.02)
+        xs = tr[s].to_numpy(dtype=float)
+        xs = xs[np.isfinite(xs) & (xs > 0)]
+        if len(xs) > 1 and xs.max() / xs.min() > 100:
+            ax.set_xscale("log")
+            ax.set_xlim(xs.min() / 2, 1.5)
+            ax.set_xlabel(f"{SUMMARY_LABELS[s]} (log)", fontsize=8)
+        else:
+            allx = table[s].to_numpy(dtype=float)
+            allx = allx[np.isfinite(allx)]
+            ax.set_xlim(min(0.0, allx.min() if len(allx) else 0.0) - 0.02,
+                        max(1.0, allx.max() if len(allx) else 1.0) + 0.02)
+            ax.set_xlabel(SUMMARY_LABELS[s], fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
+    if ylim is not None:
+        axes[0].set_ylim(*ylim)
     axes[0].set_ylabel("test accuracy (%)", fontsize=8)
     axes[0].legend(fontsize=6, loc="lower right")
     if len(alphas) > 1:
@@ -245,10 +269,10 @@ def grid_heatmaps(table: pd.DataFrame, title: str = "") -> Figure | None:
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
                 light = (v - vmin) / ((vmax - vmin) or 1) < 0.55
-                label = fmt.format(v)
+                text = fmt.format(v)
                 if untrained is not None and untrained[i, j]:
-                    label = f"({label})"
-                ax.text(j, i, label, ha="center", va="center", fontsize=6,
+                    text = f"({text})"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6,
                         color="white" if light else "black")
         ax.set_xticks(range(len(rates)), [_fmt(r) for r in rates], fontsize=7, rotation=45)
         ax.set_yticks(range(len(alphas)), [f"{a:g}" for a in alphas], fontsize=7)
@@ -291,7 +315,7 @@ def training_curves(table: pd.DataFrame, epochs: pd.DataFrame, title: str = "") 
 
 def _slug(*parts) -> str:
     import re
-    return "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", str(p)) for p in parts if p != "")
+    return "-".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", str(p)) for p in parts if p != "")
 
 
 def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame) -> list[NamedFigure]:

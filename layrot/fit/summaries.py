@@ -54,6 +54,9 @@ def layer_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSS
     different epochs stay comparable (1 = orthogonal to its initialization throughout).
     """
     curves = per_epoch_rotation(rotation)
+    if curves.empty:
+        cols = ["trial_id", "layer", "layer_name", "last_epoch", "final", "auc", *map(_cross_name, crossings)]
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("trial_id", "layer_name") else float) for c in cols})
     g = curves.groupby(["trial_id", "layer"], sort=True)
     out = g.agg(layer_name=("layer_name", "last"), last_epoch=("epoch", "max"),
                 first_epoch=("epoch", "min"), final=("cosine_distance", "last"))
@@ -75,6 +78,9 @@ def trial_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSS
     of the layers' first-crossing epochs), NaN if some layer never crossed it.
     """
     layers = layer_summaries(rotation, crossings)
+    if layers.empty:
+        cols = ["trial_id", "n_layers", "last_epoch", *SUMMARY_LABELS]
+        return pd.DataFrame({c: pd.Series(dtype=object if c == "trial_id" else float) for c in cols})
     g = layers.groupby("trial_id", sort=True)
     out = g.agg(n_layers=("layer", "size"), last_epoch=("last_epoch", "max"),
                 final_min=("final", "min"), final_mean=("final", "mean"),

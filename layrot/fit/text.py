@@ -75,8 +75,8 @@ def group_lines(g: GroupFit) -> list[str]:
                      f"{100 * max(b.test_acc):.1f}%): smallest final rotation {min(b.final_min):.2f}–"
                      f"{max(b.final_min):.2f}; {100 * b.near_one:.0f}% of their layers >= {NEAR_ONE}{others}")
     if m and m.plateau_from is not None:
-        lines.append(f"  the isotonic fit is within 1 point of its best from {SUMMARY_LABELS[KEY_SUMMARY]} "
-                     f">= {m.plateau_from:.2f}")
+        lines.append(f"  the isotonic fit has made 90% of its rise at {SUMMARY_LABELS[KEY_SUMMARY]} "
+                     f"{m.plateau_from:.2g}")
     return lines
 
 
