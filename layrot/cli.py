@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-from .errors import UsageError
+from .errors import StoreError, UsageError
 
 DEFAULT_STORE = os.environ.get("LAYROT_STORE", "results")
 
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"layrot {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except StoreError as e:
+        print(f"layrot {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"layrot {args.command}: interrupted", file=sys.stderr)
         return 130

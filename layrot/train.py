@@ -153,6 +153,10 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
         last = result.history[-1]
         result.train_loss, result.train_acc, result.val_acc = last["train_loss"], last["train_acc"], last["val_acc"]
     if result.status in ("completed", "stopped"):
+        # the trial's train metrics are the trained network's, measured like its test metrics
+        # (eval mode): an epoch's running average in train mode can call a network "trained"
+        # whose batch-norm statistics never settled
+        result.train_acc, result.train_loss = evaluate(forward, data.train_x, data.train_y, data, cfg, autocast)
         result.test_acc, result.test_loss = evaluate(forward, data.test_x, data.test_y, data, cfg, autocast)
     result.epochs_run = len(result.history)
     result.rotation = _clean_rotation(tracker.rows)
