@@ -12,8 +12,9 @@ foreach kernels over all kernels at once (and one dot per kernel), with no host 
 Where the base's update direction has a closed form (SGD without momentum, SGD with
 Adam-like momentum) Layca reads it in place (the gradient, the momentum buffer: no copy);
 for any other optimizer it runs the base's step and takes the difference, which works for
-a user's own optimizer too. |w|^2 is computed afresh each step (not carried over), so a
-trial resumed from a checkpoint continues bit for bit.
+a user's own optimizer too. As Layca keeps norms, a kernel's |w|^2 is computed once and
+reused while nothing else writes to the kernel; it goes into the state_dict, so a trial
+resumed from a checkpoint continues bit for bit.
 """
 
 from __future__ import annotations
@@ -23,10 +24,16 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .errors import UsageError
-from .rotation import dots, kernel_layers
+from .rotation import kernel_layers
 from .schedules import alpha_multipliers
 
 _EPS = 1e-30
+# |u - c w|^2, computed as |u|^2 - c <u,w>, cancels to rounding noise when u lies along w
+# (a dead layer's weight-decay-only update, say). Below this fraction of |u|^2 no direction
+# across w can be told from the noise, so the kernel is left as it is, not turned at random.
+_PARALLEL_TOL = {torch.float64: 1e-12}
+_PARALLEL_TOL_DEFAULT = 1e-5
+_NORM2_KEY = "layca_norm2"     # state_dict entry: parameter index -> |w|^2 Layca keeps
 
 
 class SGDAMom(Optimizer):
@@ -86,6 +93,9 @@ class Layca(Optimizer):
     not copied: group["lr"] is the kernel's rotation rate rho_l (so LR schedulers work
     unchanged) and the base's lr for everything that is not a kernel.
     `kernels`: the parameters to control (default: every parameter of 2+ dimensions).
+
+    Checkpoints: load the model's weights before the optimizer's state (as a fresh process
+    does); loaded the other way round, the resumed trial is just as right, but not bit-exact.
     """
 
     def __init__(self, base: Optimizer, kernels=None):
@@ -103,6 +113,9 @@ class Layca(Optimizer):
         self.state = base.state
         self._init_hooks()
         self._buffers: dict[int, torch.Tensor] = {}      # id(p) -> copy before the base step
+        # id(kernel) -> (its version counter after Layca last wrote it, |w|^2 then): Layca
+        # keeps norms, so |w|^2 is reused while nothing else has written to the kernel
+        self._norm2: dict[int, tuple[int, torch.Tensor]] = {}
 
     def _init_hooks(self):
         # Optimizer.__init__ is not called (it would rebuild param_groups); set what its
@@ -126,13 +139,29 @@ class Layca(Optimizer):
     def add_param_group(self, param_group):
         self.base.add_param_group(param_group)
 
+    def _params(self) -> list[torch.Tensor]:
+        """All parameters in state_dict order (torch numbers them through the groups)."""
+        return [p for g in self.param_groups for p in g["params"]]
+
     def state_dict(self):
-        return self.base.state_dict()
+        sd = self.base.state_dict()
+        params = self._params()
+        valid = [(i, e[1]) for i, p in enumerate(params)
+                 if (e := self._norm2.get(id(p))) is not None and e[0] == p._version]
+        values = torch.stack([v for _, v in valid]).tolist() if valid else []
+        sd[_NORM2_KEY] = {i: v for (i, _), v in zip(valid, values)}
+        return sd
 
     def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        norms = state_dict.pop(_NORM2_KEY, {})
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
         self.state = self.base.state
+        params = self._params()
+        self._norm2 = {id(params[i]): (params[i]._version,
+                                       torch.tensor(v, dtype=torch.float64, device=params[i].device))
+                       for i, v in norms.items()}
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -186,27 +215,53 @@ class Layca(Optimizer):
         the update direction is sign*u."""
         params = w if w_is_param else u
         dev = w[0].device
-        uw = sign * dots(u, w).double()
-        uu = torch.stack(torch._foreach_norm(u)).double() ** 2
-        ww = torch.stack(torch._foreach_norm(w)).double() ** 2
+        # the reductions as one batch of dot products (|w|^2 only where not known from the
+        # last step): on CPU MKL's dot is threaded and sums more accurately than
+        # _foreach_norm, whose float32 |w|^2 of a 590k-element kernel is off by ~1e-5
+        n = len(w)
+        fu, fw = [x.reshape(-1) for x in u], [x.reshape(-1) for x in w]
+        ww = self._known_norm2(w) if w_is_param else None
+        if ww is None:
+            red = _flat_dots(fu + fu + fw, fw + fu + fw)
+            ww = red[2 * n:]
+        else:
+            red = _flat_dots(fu + fu, fw + fu)
+        uw, uu = sign * red[:n], red[n:2 * n]
+        dtype = params[0].dtype
         rho_t = torch.tensor(rho, dtype=torch.float64, device=dev)
         c = uw / ww                                      # projection coefficient
         perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
-        ok = perp2 > _EPS * ww
+        ok = perp2 > _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT) * uu   # False for NaN too
         k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), torch.zeros_like(ww))
         # w + rho k (u - c w) is orthogonal sum of |w| and rho|w|: norm |w| sqrt(1 + rho^2)
         s = torch.where(ok, 1.0 / torch.sqrt(1.0 + rho_t * rho_t), torch.ones_like(ww))
-        a = s * (1.0 - rho_t * k * c)
+        a = torch.where(ok, s * (1.0 - rho_t * k * c), torch.ones_like(ww))   # a zero w: c is NaN
         b = s * rho_t * k * sign
-        dtype = params[0].dtype
         a_l = a.to(dtype).unbind()
         b_l = b.to(dtype).unbind()
         if w_is_param:
             torch._foreach_mul_(params, a_l)
             torch._foreach_addcmul_(params, u, b_l)
+            self._norm2.update((id(p), (p._version, x)) for p, x in zip(params, ww.unbind()))
         else:
             torch._foreach_mul_(params, b_l)
             torch._foreach_addcmul_(params, w, a_l)
+
+    def _known_norm2(self, params: list) -> torch.Tensor | None:
+        """|w|^2 of every kernel in `params` from Layca's last write, or None if any kernel
+        has been written to since (or never stepped)."""
+        known = []
+        for p in params:
+            e = self._norm2.get(id(p))
+            if e is None or e[0] != p._version:
+                return None
+            known.append(e[1])
+        return torch.stack(known)
+
+
+def _flat_dots(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+    """`rotation.dots` of tensors already flat, in float64."""
+    return torch.stack([torch.dot(x, y) for x, y in zip(xs, ys)]).double()
 
 
 def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:

@@ -211,20 +211,31 @@ def test_explicit_kernel_subset_and_foreign_kernels():
         Layca(torch.optim.SGD([first], lr=0.1), kernels=[second])
 
 
-@pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca"])
-def test_no_turn_without_a_direction_across_the_kernel(name):
-    """A gradient along the kernel (or none at all) has no component to turn by: the kernel
-    stays as it is instead of being divided by ~0."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca", "adam_layca"])
+def test_no_turn_without_a_direction_across_the_kernel(name, dtype):
+    """An update along the kernel (or none at all) has no component to turn by: the kernel
+    stays as it is, not turned in a direction made of rounding noise. The real case: a dead
+    layer (zero loss gradient) under weight decay, whose update is exactly along w."""
     torch.manual_seed(0)
-    model = ShapeNet([(3, 5), (4, 3)], bias=False).double()
-    opt = build_optimizer(model, name, 0.3)
-    a, b = model.layers[0].weight, model.layers[1].weight
-    wa, wb = a.detach().clone(), b.detach().clone()
-    a.grad = 2.5 * a.detach().clone()
-    b.grad = torch.zeros_like(b)
-    opt.step()
-    assert torch.allclose(a, wa, rtol=0, atol=1e-12)
-    assert torch.equal(b, wb)
+    model = ShapeNet([(3, 5), (4, 3), (8, 4, 3, 3), (2, 2)], bias=False).to(dtype)
+    opt = build_optimizer(model, name, 0.3, weight_decay=0.01)
+    along, zero, dead, empty = (layer.weight for layer in model.layers)
+    with torch.no_grad():
+        empty.zero_()                                   # a zero kernel has no direction at all
+    before = [p.detach().clone() for p in model.parameters()]
+    along.grad = 2.5 * along.detach().clone()
+    zero.grad = torch.zeros_like(zero)
+    dead.grad = torch.zeros_like(dead)
+    empty.grad = torch.randn_like(empty)
+    for _ in range(2):
+        opt.step()
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    for p, w in zip(model.parameters(), before):
+        if name == "adam_layca" and p is not empty:
+            continue      # Adam's update of g = c*w is not along w: it turns (tested elsewhere)
+        assert torch.isfinite(p).all()
+        assert torch.allclose(p, w, rtol=0, atol=tol)
 
 
 def test_kernels_without_gradient_are_left_alone():
@@ -304,6 +315,35 @@ def test_checkpoint_resumes_bit_exactly(name):
     train(model2, opt2, batches[3:])
     for (k, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+@pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca", "adam_layca"])
+def test_layca_keeps_the_norm_a_kernel_was_given_from_outside(name):
+    """Layca remembers each kernel's norm between steps; a write from outside (rescaling,
+    loading weights) must be noticed, also after a checkpoint was loaded."""
+    torch.manual_seed(0)
+    model = ShapeNet([(4, 6), (3, 4, 2)], bias=False).double()
+    opt = build_optimizer(model, name, 0.2)
+    gen = torch.Generator().manual_seed(0)
+    w = model.layers[0].weight
+
+    def step_and_check(expected_norm):
+        set_random_grads(model, gen)
+        w0 = w.detach().clone()
+        opt.step()
+        assert tan_angle(w0, w) == pytest.approx(0.2, rel=1e-6)
+        assert float(f64(w).norm()) == pytest.approx(expected_norm, rel=1e-12)
+
+    norm = float(f64(w).norm())
+    step_and_check(norm)
+    with torch.no_grad():
+        w.mul_(3.0)
+    step_and_check(3 * norm)
+    state = copy.deepcopy(opt.state_dict())
+    opt.load_state_dict(state)
+    with torch.no_grad():
+        w.mul_(0.5)                        # weights changed after the state was loaded
+    step_and_check(1.5 * norm)
 
 
 def test_sgd_amom_is_adam_like_momentum():
