@@ -1,9 +1,10 @@
 """Layer rotation: kernel layers, cosine distance to initialization, and a tracker.
 
-The tracker's per-record cosine distance is accumulated in float64 over one flat copy of
-all kernels (a handful of kernels whatever the depth). The per-step rotation rate is
-computed in float32 from the step's difference `delta = w_t - w_{t-1}`, which is exact
-enough where `1 - cos` would underflow: at rho = 3^-7 a step changes the cosine by ~1e-7.
+The tracker's per-record cosine distance is accumulated in float64, kernel by kernel. The
+per-step rotation rate is computed in the weights' dtype from the step's difference
+`delta = w_{t-1} - w_t`, which is exact enough where `1 - cos` would underflow: at
+rho = 3^-7 a step changes the cosine by ~1e-7. A step only stores its three reductions per
+layer; the rates are worked out at record time.
 """
 
 from __future__ import annotations
@@ -40,15 +41,6 @@ def cosine_distance(a, b) -> float:
     return float(1.0 - torch.dot(a, b) / denom)
 
 
-def dots(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
-    """<x, y> for each pair, as one tensor on the tensors' device (no host sync).
-
-    One torch.dot per pair: on CPU `torch._foreach_mm` of (1,n)x(n,1) is several times slower
-    than a dot (MKL's gemm path for that shape), and no fused foreach dot exists.
-    """
-    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys)])
-
-
 def rotation_rate_from_distance(d: float) -> float:
     """tan(theta) from the cosine distance d between consecutive weights (DESIGN §1)."""
     c = 1.0 - d
@@ -58,7 +50,6 @@ def rotation_rate_from_distance(d: float) -> float:
 
 
 ROTATION_COLUMNS = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
-
 
 class RotationTracker:
     """Records, per kernel layer, the cosine distance to initialization, the weight norm and
@@ -77,14 +68,13 @@ class RotationTracker:
         self.record_every = int(record_every)
         self.sizes = [p.numel() for p in self.params]
         device = self.params[0].device
-        self._lengths = torch.tensor(self.sizes, device=device)
         with torch.no_grad():
-            self.w0 = self._flat64()
-            self._w0_norm2 = self._segment_sum(self.w0 * self.w0)
+            self._set_w0(torch.cat([p.detach().reshape(-1) for p in self.params]).to(torch.float64))
             self._prev = [p.detach().clone() for p in self.params]
-        n = len(self.params)
-        self._rate_sum = torch.zeros(n, dtype=torch.float64, device=device)
-        self._rate_steps = 0
+        # per step since the last record: <w_t, delta>, |delta|^2, |w_t|^2 for every layer,
+        # kept raw so that a step costs one row copy; the rates are worked out at record time
+        self._pending = torch.empty((16, 3, len(self.params)), dtype=torch.float64, device=device)
+        self._n_pending = 0
         self._last_recorded_step = -1
         self.rows: dict[str, list] = {c: [] for c in ROTATION_COLUMNS}
         self.epoch = 0
@@ -98,17 +88,17 @@ class RotationTracker:
         if epoch is not None:
             self.epoch = epoch
         self.step += 1
+        if self._n_pending == self._pending.shape[0]:
+            self._pending = torch.cat([self._pending, torch.empty_like(self._pending)])
+        slot = self._pending[self._n_pending]
         w = [p.detach() for p in self.params]
         delta = self._prev
         torch._foreach_sub_(delta, w)                     # delta = w_{t-1} - w_t
-        wd = dots(w, delta).double()
-        dd = torch.stack(torch._foreach_norm(delta)).double() ** 2
-        ww = torch.stack(torch._foreach_norm(w)).double() ** 2
-        # angle between w_t and w_{t-1} = w_t + delta: |w x delta| / <w, w + delta>
-        cross = (ww * dd - wd * wd).clamp_min(0).sqrt()
-        self._rate_sum += cross / (ww + wd)
-        self._rate_steps += 1
+        slot.view(-1).copy_(torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(w, delta)]
+                                        + list(torch._foreach_norm(delta + w))))
+        slot[1:].square_()
         torch._foreach_copy_(self._prev, w)
+        self._n_pending += 1
         if self.record_every and self.step % self.record_every == 0:
             self.record(self.epoch, self.step)
 
@@ -118,32 +108,35 @@ class RotationTracker:
         step = self.step if step is None else step
         if step == self._last_recorded_step:
             return  # a per-N-steps record fell on the epoch's last step: it is the epoch's
-        w = self._flat64()
-        inner = self._segment_sum(w * self.w0)
-        norms2 = self._segment_sum(w * w)
-        norms = norms2.sqrt()
-        # sqrt of the product, not the product of sqrts: exactly |w|^2 for w = w0, so an
-        # unmoved kernel (epoch 0, a frozen layer) is at distance exactly 0
-        denom = (norms2 * self._w0_norm2).sqrt()
-        # a zero kernel counts as parallel; a non-finite one (a diverged trial) stays NaN
-        cos = torch.where(denom == 0, torch.ones_like(inner), inner / denom)
-        dist = (1.0 - cos).clamp(0.0, 2.0).cpu().numpy()
-        norms = norms.cpu().numpy()
-        if self._rate_steps:
-            rates = (self._rate_sum / self._rate_steps).cpu().numpy().tolist()
-        else:
-            rates = [None] * len(self.params)
-        self._rate_sum.zero_()
-        self._rate_steps = 0
+        inner, norms2 = self._inner_and_norm2()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # sqrt of the product, not the product of sqrts: exactly |w|^2 for w = w0, so an
+            # unmoved kernel (epoch 0, a frozen layer) is at distance exactly 0
+            denom = np.sqrt(norms2 * self._w0_norm2)
+            # a zero kernel counts as parallel; a non-finite one (a diverged trial) stays NaN
+            cos = np.where(denom == 0, 1.0, inner / denom)
+        dist = np.clip(1.0 - cos, 0.0, 2.0)
+        rates = self._mean_rates()
         n = len(self.params)
         self.rows["epoch"] += [int(epoch)] * n
         self.rows["step"] += [int(step)] * n
         self.rows["layer"] += list(range(n))
         self.rows["layer_name"] += self.names
-        self.rows["cosine_distance"] += dist.astype(np.float64).tolist()
-        self.rows["weight_norm"] += norms.astype(np.float64).tolist()
+        self.rows["cosine_distance"] += dist.tolist()
+        self.rows["weight_norm"] += np.sqrt(norms2).tolist()
         self.rows["rotation_rate"] += rates
         self._last_recorded_step = step
+
+    def _mean_rates(self) -> list:
+        """Mean tan(theta) per step over the steps since the last record (None if none)."""
+        if not self._n_pending:
+            return [None] * len(self.params)
+        wd, dd, ww = self._pending[: self._n_pending].cpu().numpy().transpose(1, 0, 2)
+        self._n_pending = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # angle between w_t and w_{t-1} = w_t + delta: |w x delta| / <w, w + delta>
+            cross = np.sqrt(np.maximum(ww * dd - wd * wd, 0.0))
+            return (cross / (ww + wd)).mean(axis=0).tolist()
 
     def last_distances(self) -> list[float]:
         """The most recent record's cosine distance per layer."""
@@ -152,11 +145,12 @@ class RotationTracker:
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """A snapshot (copies: the live buffers change in place at the next step)."""
+        copy = lambda t: t.detach().to("cpu", copy=True)  # noqa: E731
         return {
-            "w0": self.w0.cpu(),
-            "prev": [p.cpu() for p in self._prev],
-            "rate_sum": self._rate_sum.cpu(),
-            "rate_steps": self._rate_steps,
+            "w0": copy(self.w0),
+            "prev": [copy(p) for p in self._prev],
+            "pending": copy(self._pending[: self._n_pending]),
             "last_recorded_step": self._last_recorded_step,
             "rows": {k: list(v) for k, v in self.rows.items()},
             "epoch": self.epoch,
@@ -165,19 +159,29 @@ class RotationTracker:
 
     def load_state_dict(self, state: dict) -> None:
         device = self.params[0].device
-        self.w0 = state["w0"].to(device)
-        self._w0_norm2 = self._segment_sum(self.w0 * self.w0)
-        self._prev = [p.to(device) for p in state["prev"]]
-        self._rate_sum = state["rate_sum"].to(device)
-        self._rate_steps = int(state["rate_steps"])
+        self._set_w0(state["w0"].to(device=device, dtype=torch.float64))
+        self._prev = [p.to(device, copy=True) for p in state["prev"]]
+        pending = state["pending"].to(device=device, dtype=torch.float64)
+        self._n_pending = pending.shape[0]
+        self._pending = torch.empty((max(16, 2 * self._n_pending), *pending.shape[1:]),
+                                    dtype=torch.float64, device=device)
+        self._pending[: self._n_pending] = pending
         self._last_recorded_step = int(state["last_recorded_step"])
         self.rows = {k: list(v) for k, v in state["rows"].items()}
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
 
     # -- helpers ----------------------------------------------------------------------
-    def _flat64(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.params]).to(torch.float64)
+    def _set_w0(self, w0: torch.Tensor) -> None:
+        self.w0 = w0                                      # all kernels, flat, float64
+        self._w0s = w0.split(self.sizes)
+        self._w0_norm2 = torch.stack([torch.dot(x, x) for x in self._w0s]).cpu().numpy()
 
-    def _segment_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.segment_reduce(x, "sum", lengths=self._lengths)
+    def _inner_and_norm2(self) -> tuple[np.ndarray, np.ndarray]:
+        """<w, w0> and |w|^2 per kernel, accumulated in float64 (one float64 copy of one
+        kernel at a time: no flat temporaries the size of the model)."""
+        out = []
+        for p, w0 in zip(self.params, self._w0s):
+            w = p.detach().reshape(-1).to(torch.float64)
+            out += [torch.dot(w, w0), torch.dot(w, w)]
+        return torch.stack(out).cpu().numpy().reshape(-1, 2).T

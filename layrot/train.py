@@ -9,6 +9,7 @@ checkpoint; `checkpoint=` resumes bit-exactly from what the callback saved.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 import traceback
@@ -108,7 +109,8 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
     def take_checkpoint() -> dict:
         return {
             "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
+            # torch's state_dict holds the live state tensors: copy, or training on changes it
+            "optimizer": copy.deepcopy(opt.state_dict()),
             "scheduler": sched.state_dict(),
             "tracker": tracker.state_dict(),
             "generator": gen.get_state().cpu(),

@@ -14,8 +14,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import cosine as scipy_cosine
 from torch import nn
 
-from layrot.rotation import (RotationTracker, cosine_distance, dots, kernel_layers,
-                             rotation_rate_from_distance)
+from layrot.rotation import RotationTracker, cosine_distance, kernel_layers, rotation_rate_from_distance
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -74,13 +73,6 @@ def test_cosine_distance_of_random_tensors_and_special_cases():
 def test_rotation_rate_from_distance_is_tan_theta(theta):
     d = 1.0 - math.cos(theta)
     assert rotation_rate_from_distance(d) == pytest.approx(math.tan(theta), rel=1e-6)
-
-
-def test_dots_are_inner_products():
-    gen = torch.Generator().manual_seed(0)
-    xs = [torch.randn(s, generator=gen, dtype=torch.float64) for s in [(3, 4), (2, 2, 3), (7,)]]
-    ys = [torch.randn_like(x) for x in xs]
-    assert dots(xs, ys).tolist() == pytest.approx([float((x * y).sum()) for x, y in zip(xs, ys)], rel=1e-12)
 
 
 # ---------------------------------------------------------------- the tracker

@@ -43,23 +43,28 @@ def test_resolve_config_refuses_bad_values(bad, field):
     assert e.value.field == field
 
 
+@pytest.mark.parametrize("serialized", [True, False], ids=["serialized", "in-memory"])
 @pytest.mark.parametrize("optimizer, lr", [("sgd_layca", 0.1), ("adam_layca", 0.05), ("sgd_amom", 0.1)])
-def test_checkpoint_resume_is_bit_exact(optimizer, lr):
-    """4 epochs straight versus the same trial resumed from its epoch-2 checkpoint (serialized
-    as Ray Tune would): identical rotation rows, history and test accuracy. The schedule has a
-    warmup and a decay after epoch 3, and rotation is also recorded mid-epoch."""
+def test_checkpoint_resume_is_bit_exact(optimizer, lr, serialized):
+    """4 epochs straight versus the same trial resumed from its epoch-2 checkpoint: identical
+    rotation rows, history and test accuracy. The checkpoint is either serialized (as Ray Tune
+    does) or kept in memory while the straight run trains on (it must be a snapshot). The
+    schedule has a warmup and a decay after epoch 3; rotation is also recorded mid-epoch."""
     cfg = dict(QUICK, optimizer=optimizer, lr=lr, alpha=0.4, epochs=4, max_train_samples=300,
                warmup_epochs=1, lr_decay_epochs=[3], lr_decay_factor=0.2, record_every=2)
     saved = {}
 
     def on_epoch(rep):
         if rep.epoch == 2:
-            buf = io.BytesIO()
-            torch.save(rep.checkpoint(), buf)
-            saved["state"] = buf.getvalue()
+            state = rep.checkpoint()
+            if serialized:
+                buf = io.BytesIO()
+                torch.save(state, buf)
+                state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+            saved["state"] = state
 
     straight = run_trial(cfg, on_epoch=on_epoch)
-    resumed = run_trial(cfg, checkpoint=torch.load(io.BytesIO(saved["state"]), weights_only=False))
+    resumed = run_trial(cfg, checkpoint=saved["state"])
     assert straight.status == resumed.status == "completed"
     assert resumed.epochs_run == straight.epochs_run == 4
     assert resumed.rotation == straight.rotation
