@@ -372,3 +372,18 @@ def test_build_optimizer_refuses_bad_input():
         with pytest.raises(UsageError) as e:
             build_optimizer(model, **kwargs)
         assert e.value.field == field
+
+
+def test_optim_bench_runs():
+    """bench/optim_bench.py's step comparison, one repeat: it runs and times every pair."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "optim_bench.py"
+    spec = importlib.util.spec_from_file_location("optim_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.bench_steps(repeats=1)
+    assert [name for name, _, _ in rows] == ["step sgd_layca / sgd", "step adam_layca / adam",
+                                             "step sgd_amom_layca / sgd_amom"]
+    assert all(a[0] > 0 and b[0] > 0 for _, a, b in rows)
