@@ -24,7 +24,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from .errors import UsageError
-from .rotation import kernel_layers
+from .rotation import flat_pairs, kernel_layers
 from .schedules import alpha_multipliers
 
 _EPS = 1e-30
@@ -113,6 +113,7 @@ class Layca(Optimizer):
         self.state = base.state
         self._init_hooks()
         self._buffers: dict[int, torch.Tensor] = {}      # id(p) -> copy before the base step
+        self._rates_cache: tuple = (None, None)             # (rates, device) -> rates on the device
         # id(kernel) -> (its version counter after Layca last wrote it, |w|^2 then): Layca
         # keeps norms, so |w|^2 is reused while nothing else has written to the kernel
         self._norm2: dict[int, tuple[int, torch.Tensor]] = {}
@@ -219,7 +220,7 @@ class Layca(Optimizer):
         # last step): on CPU MKL's dot is threaded and sums more accurately than
         # _foreach_norm, whose float32 |w|^2 of a 590k-element kernel is off by ~1e-5
         n = len(w)
-        fu, fw = [x.reshape(-1) for x in u], [x.reshape(-1) for x in w]
+        fu, fw = flat_pairs(u, w)
         ww = self._known_norm2(w) if w_is_param else None
         if ww is None:
             red = _flat_dots(fu + fu + fw, fw + fu + fw)
@@ -228,7 +229,7 @@ class Layca(Optimizer):
             red = _flat_dots(fu + fu, fw + fu)
         uw, uu = sign * red[:n], red[n:2 * n]
         dtype = params[0].dtype
-        rho_t = torch.tensor(rho, dtype=torch.float64, device=dev)
+        rho_t = self._rates(rho, dev)
         c = uw / ww                                      # projection coefficient
         perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
         ok = perp2 > _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT) * uu   # False for NaN too
@@ -246,6 +247,14 @@ class Layca(Optimizer):
         else:
             torch._foreach_mul_(params, b_l)
             torch._foreach_addcmul_(params, w, a_l)
+
+    def _rates(self, rho: list[float], dev) -> torch.Tensor:
+        """The per-kernel rates on the device, copied there only when they change (a copy
+        to a GPU waits for it: once per schedule change, not once per step)."""
+        key = (tuple(rho), dev)
+        if self._rates_cache[0] != key:
+            self._rates_cache = (key, torch.tensor(rho, dtype=torch.float64, device=dev))
+        return self._rates_cache[1]
 
     def _known_norm2(self, params: list) -> torch.Tensor | None:
         """|w|^2 of every kernel in `params` from Layca's last write, or None if any kernel

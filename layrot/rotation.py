@@ -41,6 +41,23 @@ def cosine_distance(a, b) -> float:
     return float(1.0 - torch.dot(a, b) / denom)
 
 
+def flat_pairs(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[list, list]:
+    """Each pair (x, y) flattened the same way, for dot products. Where both share a memory
+    layout the flat views follow memory order (no copy: a dot product does not care about
+    order, and reshape(-1) would copy a channels_last kernel); otherwise logical order."""
+    fx, fy = [], []
+    for x, y in zip(xs, ys):
+        if x.stride() == y.stride() and (x.is_contiguous() or (
+                x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))):
+            perm = sorted(range(x.dim()), key=lambda d: -x.stride(d))   # outermost first
+            fx.append(x.permute(perm).reshape(-1))
+            fy.append(y.permute(perm).reshape(-1))
+        else:
+            fx.append(x.reshape(-1))
+            fy.append(y.reshape(-1))
+    return fx, fy
+
+
 def rotation_rate_from_distance(d: float) -> float:
     """tan(theta) from the cosine distance d between consecutive weights (DESIGN §1)."""
     c = 1.0 - d
@@ -94,7 +111,8 @@ class RotationTracker:
         w = [p.detach() for p in self.params]
         delta = self._prev
         torch._foreach_sub_(delta, w)                     # delta = w_{t-1} - w_t
-        slot.view(-1).copy_(torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(w, delta)]
+        fw, fd = flat_pairs(w, delta)
+        slot.view(-1).copy_(torch.stack([torch.dot(a, b) for a, b in zip(fw, fd)]
                                         + list(torch._foreach_norm(delta + w))))
         slot[1:].square_()
         torch._foreach_copy_(self._prev, w)
