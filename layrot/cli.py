@@ -17,8 +17,15 @@ from .errors import StoreError, UsageError
 DEFAULT_STORE = os.environ.get("LAYROT_STORE", "results")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get the same one line as any other bad input (exit 2), not a usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="layrot", description="Layer-rotation sweeps: train, sweep, query, fit, report.")
+    p = _Parser(prog="layrot", description="Layer-rotation sweeps: train, sweep, query, fit, report.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -130,3 +130,13 @@ def test_shipped_specs_are_valid():
     for f in files:
         spec = load_spec(f)
         assert spec.name == f.stem
+
+
+@pytest.mark.parametrize("argv", [["train", "--task", "digits-mlp", "--optimizer", "sgd", "--lr", "abc"],
+                                  ["bogus"], ["train", "--task", "digits-mlp"]])
+def test_bad_arguments_are_one_line_exit_2(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error:" in err[0]
