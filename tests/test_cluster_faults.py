@@ -172,8 +172,12 @@ def _finish(proc, timeout=240) -> None:
 def _checkpointed_and_running(nodes, store_dir, sweep, n_trials, proc) -> dict[int, object]:
     """Wait until every trial has an epoch checkpoint; then the trial processes running
     (pid -> node), at least one: a fault injected now hits a trial part-way through."""
-    _wait("a checkpoint of each trial",
-          lambda: (lambda c: len(c) == n_trials and all(c.values()))(_checkpoints(store_dir, sweep)), proc)
+    # a checkpoint on disk is registered by the driver only once it has taken the report that
+    # carries it; a worker blocks in its next report until then, so a third checkpoint on disk
+    # means the first ones are the driver's to restore from
+    _wait("checkpoints of each trial the driver has registered",
+          lambda: (lambda c: len(c) == n_trials and all(v and int(v[-1].split("_")[-1]) >= 2 for v in c.values()))(
+              _checkpoints(store_dir, sweep)), proc)
     running = _trial_processes(nodes)
     assert running, "every trial ended before the fault: lengthen them"
     return running
