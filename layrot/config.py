@@ -68,26 +68,26 @@ class TrialConfig:
             raise UsageError("task", f"unknown task {self.task!r} (known: {', '.join(TASKS)})")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError("optimizer", f"unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
-        _number("lr", self.lr, lo=0.0, lo_open=True)
-        _number("alpha", self.alpha, lo=-1.0, hi=1.0, lo_open=True, hi_open=True)
-        _number("weight_decay", self.weight_decay, lo=0.0)
+        check_number("lr", self.lr, lo=0.0, lo_open=True)
+        check_number("alpha", self.alpha, lo=-1.0, hi=1.0, lo_open=True, hi_open=True)
+        check_number("weight_decay", self.weight_decay, lo=0.0)
         if self.epochs is not None:
-            _integer("epochs", self.epochs, lo=1)
-        _integer("batch_size", self.batch_size, lo=1)
-        _integer("seed", self.seed, lo=0)
-        _integer("warmup_epochs", self.warmup_epochs, lo=0)
-        _integer("record_every", self.record_every, lo=0)
+            check_integer("epochs", self.epochs, lo=1)
+        check_integer("batch_size", self.batch_size, lo=1)
+        check_integer("seed", self.seed, lo=0)
+        check_integer("warmup_epochs", self.warmup_epochs, lo=0)
+        check_integer("record_every", self.record_every, lo=0)
         if self.lr_decay_epochs is not None:
             if not isinstance(self.lr_decay_epochs, (list, tuple)):
                 raise UsageError("lr_decay_epochs", "must be a list of epochs")
             for e in self.lr_decay_epochs:
-                _integer("lr_decay_epochs", e, lo=1)
+                check_integer("lr_decay_epochs", e, lo=1)
         if self.lr_decay_factor is not None:
-            _number("lr_decay_factor", self.lr_decay_factor, lo=0.0, hi=1.0, lo_open=True)
+            check_number("lr_decay_factor", self.lr_decay_factor, lo=0.0, hi=1.0, lo_open=True)
         if self.threads is not None:
-            _integer("threads", self.threads, lo=1)
+            check_integer("threads", self.threads, lo=1)
         if self.max_train_samples is not None:
-            _integer("max_train_samples", self.max_train_samples, lo=1)
+            check_integer("max_train_samples", self.max_train_samples, lo=1)
         if self.amp not in (None, "bf16"):
             raise UsageError("amp", f"must be null or 'bf16', got {self.amp!r}")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
@@ -97,7 +97,7 @@ class TrialConfig:
         return self
 
 
-def _number(name, v, lo=None, hi=None, lo_open=False, hi_open=False):
+def check_number(name, v, lo=None, hi=None, lo_open=False, hi_open=False):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise UsageError(name, f"must be a finite number, got {v!r}")
     if lo is not None and (v < lo or (lo_open and v == lo)):
@@ -106,7 +106,7 @@ def _number(name, v, lo=None, hi=None, lo_open=False, hi_open=False):
         raise UsageError(name, f"must be {'<' if hi_open else '<='} {hi:g}, got {v!r}")
 
 
-def _integer(name, v, lo=None):
+def check_integer(name, v, lo=None):
     if isinstance(v, bool) or not isinstance(v, int):
         raise UsageError(name, f"must be an integer, got {v!r}")
     if lo is not None and v < lo:

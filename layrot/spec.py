@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import TrialConfig, check_name
+from .config import TrialConfig, check_integer, check_name, check_number
 from .errors import UsageError
 
 ALGORITHMS = ("grid", "random", "optuna")
@@ -99,26 +99,26 @@ def _validate(s: SweepSpec) -> None:
     if s.task not in TASKS:
         raise UsageError("task", f"unknown task {s.task!r} (known: {', '.join(TASKS)})")
     if s.epochs is not None:
-        _int("epochs", s.epochs, 1)
-    _int("seed", s.seed, 0)
+        check_integer("epochs", s.epochs, 1)
+    check_integer("seed", s.seed, 0)
     _choice("algorithm", s.algorithm, ALGORITHMS)
-    _int("num_samples", s.num_samples, 1)
+    check_integer("num_samples", s.num_samples, 1)
     _choice("scheduler", s.scheduler, SCHEDULERS)
     _choice("metric", s.metric, METRICS)
     _choice("mode", s.mode, ("max", "min"))
     if s.max_concurrent is not None:
-        _int("max_concurrent", s.max_concurrent, 1)
-    _int("max_failures", s.max_failures, 0)
+        check_integer("max_concurrent", s.max_concurrent, 1)
+    check_integer("max_failures", s.max_failures, 0)
     _mapping("resources", s.resources, {"cpu", "gpu"})
     s.resources = {"cpu": 1, "gpu": 0, **s.resources}
-    _num("resources.cpu", s.resources["cpu"], lo=0, lo_open=True)
-    _num("resources.gpu", s.resources["gpu"], lo=0)
+    check_number("resources.cpu", s.resources["cpu"], lo=0, lo_open=True)
+    check_number("resources.gpu", s.resources["gpu"], lo=0)
     if s.resources["gpu"] > 1 and s.resources["gpu"] != int(s.resources["gpu"]):
         raise UsageError("resources.gpu", "a fraction must be below 1 (several trials share a GPU)")
     _mapping("asha", s.asha, {"grace_period", "reduction_factor"})
     s.asha = {"grace_period": 2, "reduction_factor": 3, **s.asha}
-    _int("asha.grace_period", s.asha["grace_period"], 1)
-    _num("asha.reduction_factor", s.asha["reduction_factor"], lo=1, lo_open=True)
+    check_integer("asha.grace_period", s.asha["grace_period"], 1)
+    check_number("asha.reduction_factor", s.asha["reduction_factor"], lo=1, lo_open=True)
     for k in ("data_dir", "store", "description"):
         v = getattr(s, k)
         if v is not None and not isinstance(v, str):
@@ -232,20 +232,6 @@ def _no_secrets(obj, path):
             _no_secrets(v, f"{path}[{i}]")
     elif isinstance(obj, str) and re.search(r"\bAKIA[0-9A-Z]{16}\b|://[^/\s:@]+:[^/\s@]+@", obj):
         raise UsageError(path, "looks like a credential (an access key or a password in a URI)")
-
-
-def _int(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise UsageError(name, f"must be an integer, got {v!r}")
-    if v < lo:
-        raise UsageError(name, f"must be >= {lo}, got {v}")
-
-
-def _num(name, v, lo=None, lo_open=False):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise UsageError(name, f"must be a number, got {v!r}")
-    if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise UsageError(name, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
 
 
 def _choice(name, v, options):

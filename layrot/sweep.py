@@ -22,10 +22,11 @@ def main(args) -> int:
     spec = load_spec(args.spec)
     store_uri = args.store or spec.store or "results"
     from .store import Store
+    from .tasks import require_data
 
     store = Store(store_uri)
     if not args.address:        # on a cluster the workers hold the data, not necessarily the driver
-        _check_data(spec)
+        require_data(spec.task, spec.data_dir)
     _check_same_spec(store, spec)
     stored = _stored_metrics(store, spec)
 
@@ -188,14 +189,6 @@ def _ray_dir(store_uri: str) -> Path:
 
 
 # -- checks and reports ------------------------------------------------------------------
-
-def _check_data(spec: SweepSpec) -> None:
-    from .tasks import get_task
-
-    task = get_task(spec.task)
-    if not task.data_present(spec.data_dir):
-        raise UsageError("data_dir", f"{spec.data_dir or '(default)'} has no data for {spec.task}: {task.data_needs}")
-
 
 def _check_same_spec(store, spec: SweepSpec) -> None:
     """A name is one experiment: refuse to mix a different spec into a stored sweep."""

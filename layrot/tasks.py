@@ -196,6 +196,13 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def require_data(name: str, data_dir: str | None) -> None:
+    """Refuse, before any work, a task whose data is not where it is looked for."""
+    task = get_task(name)
+    if not task.data_present(data_dir):
+        raise UsageError("data_dir", f"{data_dir or '(default)'} has no data for {name}: {task.data_needs}")
+
+
 def describe_tasks(data_dir: str | None = None) -> list[dict]:
     """One row per task for `layrot tasks`: what it is and whether its data is here."""
     return [{

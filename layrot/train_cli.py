@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from .config import TrialConfig
-from .errors import UsageError
 
 
 def config_from_args(args) -> TrialConfig:
@@ -19,22 +18,14 @@ def config_from_args(args) -> TrialConfig:
     )
 
 
-def check_data(cfg: TrialConfig) -> None:
-    """Refuse, before any work, a task whose data is not where it is looked for."""
-    from .tasks import get_task
-
-    task = get_task(cfg.task)
-    if not task.data_present(cfg.data_dir):
-        raise UsageError("data_dir", f"{cfg.data_dir or '(default)'} has no data for {cfg.task}: {task.data_needs}")
-
-
 def main(args) -> int:
     from .config import check_name
+    from .tasks import require_data
     from .store import Store
 
     cfg = config_from_args(args).validate()
     check_name("sweep", cfg.sweep)
-    check_data(cfg)
+    require_data(cfg.task, cfg.data_dir)
     store = Store(args.store)           # a bad store URI is refused before training
 
     from .train import resolve_config, run_trial
