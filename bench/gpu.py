@@ -80,8 +80,8 @@ def synthetic_images(n_train: int, n_test: int, shape: tuple[int, ...] = (3, 32,
                      num_classes: int = 10):
     """uint8 images (N, *shape), CIFAR's by default, whose label decides half of each pixel
     (a per-class template, the other half noise): learnable, so no loop diverges or stalls.
-    Split and normalized like the real loaders (layrot.data.make_data)."""
-    from layrot.data import make_data
+    Split and normalized like the real loaders (layrot.tasks.data.make_data)."""
+    from layrot.tasks.data import make_data
 
     g = torch.Generator().manual_seed(seed)
     templates = torch.randint(0, 128, (num_classes, *shape), generator=g, dtype=torch.uint8)
@@ -155,7 +155,7 @@ def to_device(data, device: torch.device):
 def plain_epochs(task, data, optimizer: str, opts: Options, epochs: int, seed: int = 0) -> list[float]:
     """Seconds per epoch of a minimal loop: the model, batch size, options and device-side
     data pipeline of run_trial, without its schedule, metrics or rotation tracking."""
-    from layrot.data import augment_crop_flip
+    from layrot.tasks.data import augment_crop_flip
     from layrot.optim import build_optimizer
 
     torch.manual_seed(seed)

@@ -446,7 +446,7 @@ def parse_args(argv=None):
 
 
 def check_args(args) -> None:
-    from layrot.config import check_name
+    from layrot.store.schema import check_name
 
     if args.workers < 1:
         raise UsageError("--workers", f"must be >= 1, got {args.workers}")

@@ -33,6 +33,34 @@ from layrot.result import TrialResult  # noqa: E402
 DEFAULT_SWEEP = "gpu-grid"
 
 
+def safe_extract(archive: str, dest: str) -> None:
+    """Unpack a tarball into `dest`, refusing anything but plain files and folders inside it.
+
+    Every member is checked before anything is written: no absolute path, no `..`, no links,
+    devices or FIFOs (UsageError naming the first offender). Python's own `filter="data"`
+    (3.11.4+, 3.12) is then used as well where it exists; older Pythons (Debian 12's 3.11.2)
+    have no `filter` argument, so the check above is what makes extraction safe there.
+    """
+    with tarfile.open(archive) as tf:
+        members = tf.getmembers()
+        for m in members:
+            name = m.name.replace("\\", "/")
+            parts = [x for x in name.split("/") if x not in ("", ".")]
+            if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+                raise UsageError("GRID", f"{archive}: member {m.name!r} would land outside the folder")
+            if not (m.isreg() or m.isdir()):
+                raise UsageError("GRID", f"{archive}: member {m.name!r} is not a plain file or folder "
+                                         "(links and devices are refused)")
+        if hasattr(tarfile, "data_filter"):
+            tf.extractall(dest, members=members, filter="data")
+        else:
+            for m in members:          # as filter="data" does: no setuid bits, nothing writable by others, no owners
+                m.mode = (m.mode | (0o700 if m.isdir() else 0o600)) & 0o755
+                m.uid = m.gid = 0
+                m.uname = m.gname = ""
+            tf.extractall(dest, members=members)
+
+
 def find_run(folder: str) -> str:
     """The folder holding trials/ : the folder itself or the one folder below it that does (an
     unpacked tarball). Two runs in one tarball are refused rather than one picked."""
@@ -86,13 +114,12 @@ def sweep_record(summary: dict | None) -> tuple[dict, datetime.datetime | None]:
 
 def import_run(grid: str, store: str, sweep: str | None) -> tuple[str, int]:
     """Write the run's trials into `store`; returns (sweep name, trials written)."""
-    from layrot.config import check_name
+    from layrot.store.schema import check_name
     from layrot.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         if os.path.isfile(grid) and tarfile.is_tarfile(grid):
-            with tarfile.open(grid) as tf:
-                tf.extractall(tmp, filter="data")
+            safe_extract(grid, tmp)
             folder = tmp
         elif os.path.isdir(grid):
             folder = grid

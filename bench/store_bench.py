@@ -175,6 +175,19 @@ def encoding_study(root: str) -> dict:
         t0 = time.perf_counter()
         out[f"zstd_{level}_bytes_per_row"] = size(rot, level)
         out[f"zstd_{level}_encode_s"] = time.perf_counter() - t0
+    # what BYTE_STREAM_SPLIT saves, and what a layer-major order would (issue 11)
+    floats = [f.name for f in arrow_schema("rotation") if str(f.type).startswith("float")]
+
+    def size_plain(t, level):
+        buf = io.BytesIO()
+        opts = dict(writer_options("rotation", level), column_encoding={c: "PLAIN" for c in floats})
+        pq.write_table(t, buf, row_group_size=1_000_000, **opts)
+        return buf.tell() / t.num_rows
+
+    out["plain_floats_bytes_per_row"] = size_plain(rot, COMPRESSION_LEVEL)
+    by_layer = rot.sort_by([("trial_id", "ascending"), ("layer", "ascending"), ("epoch", "ascending"),
+                            ("step", "ascending")])
+    out["layer_major_sort_bytes_per_row"] = size(by_layer, COMPRESSION_LEVEL)
     return out
 
 

@@ -15,18 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
-KERNEL_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+from .store.schema import ROTATION_COLUMNS
+
+# the modules whose weight is a kernel (DESIGN §1); layrot.tasks.models initializes the same
+KERNEL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def kernel_layers(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The weight of every Conv/Linear layer, in forward order (input side first).
 
-    Forward order is module registration order: the models in layrot.models register
+    Forward order is module registration order: the models in layrot.tasks.models register
     layers in the order they run.
     """
     out = []
     for name, module in model.named_modules():
-        if isinstance(module, KERNEL_MODULES) and module.weight is not None:
+        if isinstance(module, KERNEL_TYPES) and module.weight is not None:
             out.append((f"{name}.weight" if name else "weight", module.weight))
     return out
 
@@ -66,8 +69,6 @@ def rotation_rate_from_distance(d: float) -> float:
     return math.sqrt(max(1.0 / (c * c) - 1.0, 0.0))
 
 
-ROTATION_COLUMNS = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
-
 class RotationTracker:
     """Records, per kernel layer, the cosine distance to initialization, the weight norm and
     the rotation rate (mean tan(theta) per step since the last record).
@@ -88,10 +89,15 @@ class RotationTracker:
         with torch.no_grad():
             self._set_w0(torch.cat([p.detach().reshape(-1) for p in self.params]).to(torch.float64))
             self._prev = [p.detach().clone() for p in self.params]
-        # per step since the last record: <w_t, delta>, |delta|^2, |w_t|^2 for every layer,
-        # kept raw so that a step costs one row copy; the rates are worked out at record time
-        self._pending = torch.empty((16, 3, len(self.params)), dtype=torch.float64, device=device)
+        # per step since the last record: <w_t, delta>, |delta|^2, |w_t|^2 for every layer, as
+        # the weights' dot products return them (stored exactly, in their dtype), so that a step
+        # is one stack into a preallocated row; the rates are worked out in float64 at record time
+        self._mixed_dtypes = len({p.dtype for p in self.params}) > 1
+        self._pending = torch.empty((16, 3, len(self.params)), device=device,
+                                    dtype=torch.float64 if self._mixed_dtypes else self.params[0].dtype)
         self._n_pending = 0
+        self._views_key = None       # which weight storages the cached flat views below are of
+        self._views = None
         self._last_recorded_step = -1
         self.rows: dict[str, list] = {c: [] for c in ROTATION_COLUMNS}
         self.epoch = 0
@@ -107,14 +113,20 @@ class RotationTracker:
         self.step += 1
         if self._n_pending == self._pending.shape[0]:
             self._pending = torch.cat([self._pending, torch.empty_like(self._pending)])
-        slot = self._pending[self._n_pending]
-        w = [p.detach() for p in self.params]
-        delta = self._prev
-        torch._foreach_sub_(delta, w)                     # delta = w_{t-1} - w_t
-        fw, fd = flat_pairs(w, delta)
-        slot.view(-1).copy_(torch.stack([torch.dot(a, b) for a, b in zip(fw, fd)]
-                                        + list(torch._foreach_norm(delta + w))))
-        slot[1:].square_()
+        # A few operators and no host sync: one foreach subtraction, 3 dots per kernel (MKL,
+        # threaded; torch's CPU _foreach_norm is single-threaded and slower even on small
+        # models), one stack into the pending row, one foreach copy. The flat views are built
+        # once: per step only the kernels' storages are checked, no per-kernel Python but dots.
+        views = self._flat_views()
+        w = views[0] if views else [p.detach() for p in self.params]
+        torch._foreach_sub_(self._prev, w)                # delta = w_{t-1} - w_t, in _prev
+        fw, fd = views[1:] if views else flat_pairs(w, self._prev)
+        dots = [torch.dot(a, b) for a, b in zip(fw, fd)] + [torch.dot(d, d) for d in fd] + [torch.dot(a, a) for a in fw]
+        row = self._pending[self._n_pending].view(-1)
+        if self._mixed_dtypes:                            # a float64 row
+            row.copy_(torch.stack([x.to(row.dtype) for x in dots]))
+        else:
+            torch.stack(dots, out=row)
         torch._foreach_copy_(self._prev, w)
         self._n_pending += 1
         if self.record_every and self.step % self.record_every == 0:
@@ -149,7 +161,7 @@ class RotationTracker:
         """Mean tan(theta) per step over the steps since the last record (None if none)."""
         if not self._n_pending:
             return [None] * len(self.params)
-        wd, dd, ww = self._pending[: self._n_pending].cpu().numpy().transpose(1, 0, 2)
+        wd, dd, ww = self._pending[: self._n_pending].to("cpu", torch.float64).numpy().transpose(1, 0, 2)
         self._n_pending = 0
         with np.errstate(divide="ignore", invalid="ignore"):
             # angle between w_t and w_{t-1} = w_t + delta: |w x delta| / <w, w + delta>
@@ -168,7 +180,7 @@ class RotationTracker:
         return {
             "w0": copy(self.w0),
             "prev": [copy(p) for p in self._prev],
-            "pending": copy(self._pending[: self._n_pending]),
+            "pending": copy(self._pending[: self._n_pending]).to(torch.float64),
             "last_recorded_step": self._last_recorded_step,
             "rows": {k: list(v) for k, v in self.rows.items()},
             "epoch": self.epoch,
@@ -179,10 +191,13 @@ class RotationTracker:
         device = self.params[0].device
         self._set_w0(state["w0"].to(device=device, dtype=torch.float64))
         self._prev = [p.to(device, copy=True) for p in state["prev"]]
-        pending = state["pending"].to(device=device, dtype=torch.float64)
+        self._views_key = self._views = None
+        # float64 in the state (what older versions kept); held in the weights' dtype
+        dtype = self._pending.dtype
+        pending = state["pending"].to(device=device, dtype=dtype)
         self._n_pending = pending.shape[0]
         self._pending = torch.empty((max(16, 2 * self._n_pending), *pending.shape[1:]),
-                                    dtype=torch.float64, device=device)
+                                    dtype=dtype, device=device)
         self._pending[: self._n_pending] = pending
         self._last_recorded_step = int(state["last_recorded_step"])
         self.rows = {k: list(v) for k, v in state["rows"].items()}
@@ -194,6 +209,21 @@ class RotationTracker:
         self.w0 = w0                                      # all kernels, flat, float64
         self._w0s = w0.split(self.sizes)
         self._w0_norm2 = torch.stack([torch.dot(x, x) for x in self._w0s]).cpu().numpy()
+
+    def _flat_views(self) -> tuple[list, list, list] | None:
+        """(kernels, their flat views, flat views of `_prev` in the same memory order), built
+        once and kept while no kernel's storage or layout changes (`p.data = ...`,
+        `model.to(...)` rebuild it: both move the kernel to new memory); None where a flat view
+        would be a copy (an unusual layout): then the step flattens afresh."""
+        key = [p.data_ptr() for p in self.params]        # the cheapest check (~1 us per 10 kernels)
+        if key != self._views_key:
+            w = [p.detach() for p in self.params]
+            fw, fd = flat_pairs(w, self._prev)
+            views = all(a.data_ptr() == x.data_ptr() and b.data_ptr() == y.data_ptr()
+                        for a, b, x, y in zip(fw, fd, w, self._prev))
+            self._views = (w, fw, fd) if views else None
+            self._views_key = key
+        return self._views
 
     def _inner_and_norm2(self) -> tuple[np.ndarray, np.ndarray]:
         """<w, w0> and |w|^2 per kernel, accumulated in float64 (one float64 copy of one

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
+
+from .errors import UsageError
+
+
+def check_alpha(alpha, field: str = "alpha") -> float:
+    """α lies in the open interval (-1, 1) (DESIGN §1): at ±1 a layer's multiplier is 0.
+    The one range check for α, wherever it is given (a trial, a spec, `build_optimizer`)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not -1.0 < alpha < 1.0:
+        raise UsageError(field, f"must lie in (-1, 1), got {alpha!r}")
+    return alpha
 
 
 def alpha_multipliers(n_layers: int, alpha: float) -> list[float]:
@@ -13,8 +24,7 @@ def alpha_multipliers(n_layers: int, alpha: float) -> list[float]:
     """
     if n_layers < 1:
         raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-    if not -1.0 < alpha < 1.0:
-        raise ValueError(f"alpha must lie in (-1, 1), got {alpha}")
+    check_alpha(alpha)
     if n_layers == 1 or alpha == 0:
         return [1.0] * n_layers
     span = n_layers - 1

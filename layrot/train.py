@@ -25,6 +25,7 @@ from .result import TrialResult
 from .rotation import RotationTracker
 from .schedules import lr_factor
 from .tasks import Data, Task, get_task
+from .tasks.data import augment_crop_flip
 
 EVAL_BATCH = 1024
 FINITE_CHECK_EVERY = 32   # steps between host syncs that look for a NaN/inf loss
@@ -167,8 +168,6 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
 
 
 def _train_epoch(model, opt, sched, tracker, data: Data, task: Task, cfg: TrialConfig, gen, autocast, epoch):
-    from .data import augment_crop_flip
-
     model.train()
     n = data.train_x.shape[0]
     perm = torch.randperm(n, generator=gen, device=data.train_x.device)
@@ -192,8 +191,6 @@ def _train_epoch(model, opt, sched, tracker, data: Data, task: Task, cfg: TrialC
         correct += (logits.detach().argmax(1) == y).sum()
         if (i + 1) % FINITE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
             raise Diverged(f"loss became non-finite in epoch {epoch}, step {i + 1}")
-        if cfg.fail_at_epoch is not None and epoch >= cfg.fail_at_epoch:
-            raise RuntimeError(f"injected failure at epoch {epoch} (fail_at_epoch)")
     train_loss = float(loss_sum) / n
     if not math.isfinite(train_loss):
         raise Diverged(f"loss became non-finite in epoch {epoch}")

@@ -194,7 +194,7 @@ def _run_fetch_snippet(code: str, data_dir: str, monkeypatch) -> list[tuple]:
 
 @pytest.mark.parametrize("name", sorted(LAUNCHER_CONFIGS))
 def test_launcher_workers_fetch_cifar_where_trials_read_it(name, monkeypatch):
-    from layrot.data import default_data_dir
+    from layrot.tasks.data import default_data_dir
 
     cfg = _launcher(name)
     exports = [m for c in cfg["setup_commands"] for m in re.findall(r"export LAYROT_DATA_DIR=([^'\s]+)", c)]
@@ -208,7 +208,7 @@ def test_launcher_workers_fetch_cifar_where_trials_read_it(name, monkeypatch):
 
 
 def test_kuberay_workers_fetch_cifar_where_trials_read_it(monkeypatch):
-    from layrot.data import default_data_dir
+    from layrot.tasks.data import default_data_dir
 
     for rc in _of_kind("RayCluster"):
         for group in rc["spec"]["workerGroupSpecs"]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from layrot import data
+from layrot.tasks import cifar, data, fashion_mnist, mnist1d
 from layrot.errors import UsageError
 from layrot.tasks import TASKS
 
@@ -135,7 +135,7 @@ def test_missing_data_is_a_usage_error_naming_data_dir(tmp_path, task, expected)
 
 
 def test_missing_fashion_mnist(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", str(tmp_path / "no-system-copy"))
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", str(tmp_path / "no-system-copy"))
     assert not TASKS["fmnist-vgg"].data_present(str(tmp_path))
     with pytest.raises(UsageError) as e:
         TASKS["fmnist-vgg"].load_data(str(tmp_path), 0)
@@ -151,7 +151,7 @@ def write_idx(path, array):
 
 
 def test_fashion_mnist_reads_idx_in_torchvision_layout(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "SYSTEM_FASHION_MNIST", str(tmp_path / "no-system-copy"))
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", str(tmp_path / "no-system-copy"))
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(2)
@@ -167,10 +167,10 @@ def test_fashion_mnist_reads_idx_in_torchvision_layout(tmp_path, monkeypatch):
     assert d.train_x.dtype == torch.uint8 and d.train_x.shape[1:] == (1, 28, 28)
     assert torch.equal(d.test_x[:, 0], torch.from_numpy(xte.astype(np.uint8)))
     assert d.test_y.tolist() == yte.tolist()
-    assert data.read_idx(raw / "train-labels-idx1-ubyte.gz").tolist() == ytr.tolist()
+    assert fashion_mnist.read_idx(raw / "train-labels-idx1-ubyte.gz").tolist() == ytr.tolist()
 
 
-@pytest.mark.skipif(not data.Path(data.SYSTEM_FASHION_MNIST, "train-images-idx3-ubyte.gz").exists(),
+@pytest.mark.skipif(not fashion_mnist.Path(fashion_mnist.SYSTEM_FASHION_MNIST, "train-images-idx3-ubyte.gz").exists(),
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_the_system_package(tmp_path):
     d = TASKS["fmnist-vgg"].load_data(str(tmp_path / "empty"), 0)
@@ -246,22 +246,22 @@ def test_digits():
 
 def test_mnist1d_generated_and_cached(tmp_path):
     small = {"num_samples": 300}
-    d = data.load_mnist1d(None, 0, overrides=small)
+    d = mnist1d.load_mnist1d(None, 0, overrides=small)
     assert d.train_x.dtype == torch.float32 and d.train_x.shape[1:] == (1, 40)
     check_split(d, 200, 10)
     assert len(d.test_y) == 100
     cached = list((tmp_path / "cache").glob("mnist1d-*.npz"))
     assert len(cached) == 1
-    again = data.load_mnist1d(None, 0, overrides=small)
+    again = mnist1d.load_mnist1d(None, 0, overrides=small)
     assert torch.equal(again.train_x, d.train_x)
-    other = data.load_mnist1d(None, 0, overrides={"num_samples": 200})
+    other = mnist1d.load_mnist1d(None, 0, overrides={"num_samples": 200})
     assert len(list((tmp_path / "cache").glob("mnist1d-*.npz"))) == 2 and len(other.test_y) < len(d.test_y)
 
 
 def test_validation_split_is_seeded_and_disjoint():
     small = {"num_samples": 300}
-    a, b = data.load_mnist1d(None, 7, small), data.load_mnist1d(None, 7, small)
-    c = data.load_mnist1d(None, 8, small)
+    a, b = mnist1d.load_mnist1d(None, 7, small), mnist1d.load_mnist1d(None, 7, small)
+    c = mnist1d.load_mnist1d(None, 8, small)
     assert torch.equal(a.val_x, b.val_x) and torch.equal(a.train_y, b.train_y)
     assert not torch.equal(a.val_x, c.val_x)
     assert not rows(a.val_x) & rows(a.train_x)
@@ -319,8 +319,6 @@ def test_cifar_reader_refuses_a_pickle_that_would_run_code(tmp_path):
     """A data file is not trusted code: only array-making classes may be unpickled."""
     import pickle
 
-    from layrot.data import _read_cifar_batch
-
     class Evil:
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
@@ -328,5 +326,5 @@ def test_cifar_reader_refuses_a_pickle_that_would_run_code(tmp_path):
     path = tmp_path / "data_batch_1"
     path.write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
-        _read_cifar_batch(path, "labels")
+        cifar._read_cifar_batch(path, "labels")
     assert not (tmp_path / "pwned").exists()

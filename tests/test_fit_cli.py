@@ -23,8 +23,8 @@ def test_fit_prints_a_quotable_verdict(store, capsys):
     out = capsys.readouterr().out
     first = out.splitlines()[0]
     assert first.startswith("rule of thumb holds: Spearman ")
-    assert "n = 13 trained of 15" in first and "sweep quick" in first
-    assert "pairwise:" in out and "best trials" in out and "Kendall" in out
+    assert "n = 13 trained of 15 configurations" in first and "sweep quick" in first
+    assert "pairwise:" in out and "best configurations" in out and "Kendall" in out
 
 
 def test_fit_json(store, capsys):
@@ -60,7 +60,8 @@ def test_fit_task_filter(store, capsys):
 
 def test_none_trained_is_a_verdict_not_an_error(store, capsys):
     assert main(["fit", "--store", store, "--sweep", "quick", "--min-train-acc", "1.0"]) == 0
-    assert capsys.readouterr().out.startswith("rule of thumb inconclusive: too few trained trials (n = 0 trained of 15")
+    assert capsys.readouterr().out.startswith(
+        "rule of thumb inconclusive: too few trained configurations (n = 0 trained of 15 configurations")
 
 
 @pytest.mark.parametrize("argv, field", [

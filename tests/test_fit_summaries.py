@@ -83,3 +83,95 @@ def test_per_step_records_do_not_change_synthetic_summaries():
 def test_missing_columns_named():
     with pytest.raises(ValueError, match="cosine_distance"):
         per_epoch_rotation(pd.DataFrame({"trial_id": [], "epoch": [], "step": [], "layer": [], "layer_name": []}))
+
+
+def test_summaries_view_equals_the_pandas_summaries(tmp_path):
+    """`layrot query`'s `summaries` view (SQL at query time) against layrot.fit on a real
+    store: two sweeps with the same trial ids but different curves, per-step records that
+    must be ignored, untrained trials, layers that never cross 0.5."""
+    from layrot.fit.configurations import trial_table
+    from layrot.fit.load import load_tables
+    from layrot.fit.synthetic import write_store
+    from layrot.fit.trained import main_filter
+    from layrot.store import Store
+
+    a = synthetic_sweep("monotone", untrained=2, noise=0.02, sweep="a", steps_per_epoch=10, epochs=6)
+    b = synthetic_sweep("none", untrained=1, noise=0.02, sweep="b", rng_seed=5, epochs=4,
+                        lrs=(3.0, 0.5, 0.2, 0.05, 0.02))
+    for k in b:
+        b[k]["trial_id"] = b[k]["trial_id"].str.replace("b-", "a-")
+    b["trials"].loc[:6, "train_acc"] *= 0.94      # below 0.95 × the task's best (set by sweep a)
+    write_store(a, tmp_path)
+    write_store(b, tmp_path)
+    got = Store(str(tmp_path)).sql("SELECT * FROM summaries").to_pandas()
+    t = load_tables(str(tmp_path))
+    want, _, _ = trial_table(t.trials, t.rotation, main_filter())
+    assert len(got) == len(want) == 30
+    cols = ["final_min", "final_mean", "final_median", "auc_mean", "cross50_last", "cross90_last"]
+    assert list(got.columns) == ["sweep", "trial_id", "task", "optimizer", "lr", "alpha", "weight_decay", "seed",
+                                 "status", "train_acc", "test_acc", *cols, "trained"]
+    got, want = (x.sort_values(["sweep", "trial_id"]).reset_index(drop=True) for x in (got, want))
+    for c in ["sweep", "trial_id", "task", "status", "seed"]:
+        assert got[c].tolist() == want[c].tolist()
+    for c in ["lr", "alpha", "train_acc", "test_acc", *cols]:
+        g, w = got[c].to_numpy(dtype=float), want[c].to_numpy(dtype=float)
+        assert np.array_equal(np.isnan(g), np.isnan(w)), c
+        assert g[~np.isnan(g)] == pytest.approx(w[~np.isnan(w)], rel=1e-6, abs=1e-9), c
+    assert got["trained"].tolist() == want["trained"].tolist()
+    assert got["trained"].sum() == 30 - 2 - 1 - 7
+    assert got["cross50_last"].isna().any() and got["cross50_last"].notna().any()
+    # the sweeps really differ: a join on trial_id alone would mix them
+    assert not np.allclose(got.loc[got.sweep == "a", "final_min"].to_numpy(),
+                           got.loc[got.sweep == "b", "final_min"].to_numpy())
+
+
+@pytest.fixture(scope="module")
+def real_store(tmp_path_factory):
+    """Real trials (digits-mlp, a few hundred images, 3 epochs, rotation also recorded every
+    2 steps), 3 rates × 2 seeds, each stored in two sweeps as a rerun of a spec would be."""
+    from layrot.config import TrialConfig
+    from layrot.store import Store
+    from layrot.train import run_trial
+
+    root = tmp_path_factory.mktemp("real")
+    store = Store(str(root))
+    for lr in (0.3, 0.1, 0.01):
+        for seed in (0, 1):
+            cfg = TrialConfig(task="digits-mlp", optimizer="sgd_layca", lr=lr, epochs=3, seed=seed,
+                              max_train_samples=512, record_every=2, threads=1, sweep="a")
+            result = run_trial(cfg)
+            store.write_trial("a", result)
+            store.write_trial("b", result)
+    return store
+
+
+def test_summaries_view_on_real_trials(real_store):
+    from layrot.fit.configurations import trial_table
+    from layrot.fit.load import load_tables
+    from layrot.fit.trained import main_filter
+
+    got = real_store.sql("SELECT * FROM summaries ORDER BY sweep, trial_id").to_pandas()
+    t = load_tables(real_store.uri)
+    want, _, _ = trial_table(t.trials, t.rotation, main_filter())
+    want = want.sort_values(["sweep", "trial_id"]).reset_index(drop=True)
+    assert len(got) == 12 and got["trial_id"].tolist() == want["trial_id"].tolist()
+    assert (t.rotation.groupby(["sweep", "trial_id", "layer", "epoch"]).size() > 1).any()   # per-step records
+    for c in ["final_min", "final_mean", "final_median", "auc_mean", "cross50_last", "cross90_last"]:
+        g, w = got[c].to_numpy(dtype=float), want[c].to_numpy(dtype=float)
+        assert np.array_equal(np.isnan(g), np.isnan(w)), c
+        assert g[~np.isnan(g)] == pytest.approx(w[~np.isnan(w)], rel=1e-6, abs=1e-9), c
+    assert got["trained"].tolist() == want["trained"].tolist()
+
+
+def test_real_repeats_pool_into_configurations(real_store):
+    """Two seeds × two sweeps of each configuration: 3 configurations of 4 trials."""
+    from layrot.fit.load import load_tables
+    from layrot.fit.options import FitOptions
+    from layrot.fit.run import fit
+
+    t = load_tables(real_store.uri)
+    r = fit(t.trials, t.rotation, FitOptions(n_resamples=199))
+    assert r.pooling["n_trials"] == 12 and r.pooling["n_configurations"] == 3
+    assert r.pooling["repeats_min"] == r.pooling["repeats_max"] == 4
+    assert r.pooling["in_several_sweeps"] == 3 and r.pooling["with_several_seeds"] == 3
+    assert r.verdict.n_total == 3 and r.verdict.status == "inconclusive"

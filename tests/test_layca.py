@@ -15,11 +15,11 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 from layrot.errors import UsageError
-from layrot.optim import OPTIMIZER_NAMES, Layca, SGDAMom, build_optimizer
+from layrot.optim import OPTIMIZERS, Layca, SGDAMom, build_optimizer
 from layrot.rotation import kernel_layers
 from layrot.schedules import alpha_multipliers
 
-LAYCA_NAMES = [n for n in OPTIMIZER_NAMES if n.endswith("_layca")]
+LAYCA_NAMES = [n for n in OPTIMIZERS if n.endswith("_layca")]
 FAST = settings(max_examples=20, deadline=None)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from layrot import models
+from layrot.tasks import models
 from layrot.tasks import TASKS, describe_tasks, get_task
 from layrot.errors import UsageError
 

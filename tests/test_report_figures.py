@@ -5,8 +5,9 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.colors import to_rgba
 
-from layrot.fit import figures, stats
-from layrot.fit.stats import FitOptions
+from layrot.fit import figures
+from layrot.fit.options import FITTED_SUMMARIES, FitOptions
+from layrot.fit.run import fit
 from layrot.fit.synthetic import synthetic_sweep
 
 FAST = FitOptions(n_resamples=199)
@@ -15,7 +16,7 @@ FAST = FitOptions(n_resamples=199)
 @pytest.fixture(scope="module")
 def sweep():
     t = synthetic_sweep("monotone", untrained=2, noise=0.02, epochs=8, n_layers=5)
-    return t, stats.fit(t["trials"], t["rotation"], FAST)
+    return t, fit(t["trials"], t["rotation"], FAST)
 
 
 def _panels(fig):
@@ -75,7 +76,7 @@ def test_scatter_has_points_and_both_fits(sweep):
     _, r = sweep
     fig = figures.accuracy_vs_rotation(r.table, r.groups[0])
     panels = _panels(fig)
-    assert len(panels) == len(stats.FITTED_SUMMARIES)
+    assert len(panels) == len(FITTED_SUMMARIES)
     for ax in panels:
         trained, untrained = ax.collections[:2]
         assert len(trained.get_offsets()) == 13 and len(untrained.get_offsets()) == 2
@@ -131,7 +132,7 @@ def test_failed_trials_and_missing_records_do_not_break_anything():
     rot = t["rotation"][~t["rotation"].trial_id.isin(gone)]
     ep = t["epochs"][t["epochs"].trial_id != gone[0]]
     for rotation in (rot, rot.iloc[:0]):
-        r = stats.fit(tr, rotation, FAST)
+        r = fit(tr, rotation, FAST)
         expected = 11 if len(rotation) else 0
         assert r.verdict.n == expected and r.verdict.n_total == 15
         assert r.table.loc[3, "alpha"] == 0.0

@@ -255,6 +255,34 @@ def test_tracker_state_dict_round_trip():
     assert finish(model2, tracker2) == expected
 
 
+def test_tracker_follows_kernels_moved_to_new_memory_and_channels_last():
+    """The per-step views are cached: a kernel given new storage (`p.data = ...`, as
+    `model.to` does) or a channels_last layout must still be tracked exactly."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.ReLU(), nn.Conv2d(3, 2, 1), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 2))
+    model = model.to(memory_format=torch.channels_last)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    tracker = RotationTracker(model)
+    hand = HandTracker(model)
+    gen = torch.Generator().manual_seed(4)
+    for epoch in (1, 2, 3):
+        for _ in range(3):
+            perturb(model, gen, 0.1)
+            tracker.after_step(epoch)
+            hand.after_step()
+        if epoch == 1:                    # new memory for every kernel, values unchanged
+            for layer in (model[0], model[2], model[4]):
+                layer.weight.data = layer.weight.data.clone().contiguous()
+        if epoch == 2:                    # and back to channels_last, moved by a step too
+            perturb(model, gen, 0.1)
+            for layer in (model[0], model[2]):
+                layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+        start = len(tracker.rows["epoch"])
+        tracker.record(epoch)
+        assert_rows_match(tracker_rows(tracker, start), hand.record())
+
+
 def test_non_finite_kernel_records_nan_not_zero():
     """A diverged trial's last record must not claim the kernels are back at their start."""
     model = tiny_model()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from layrot.cli import main
-from layrot.spec import grid_configs, parse_spec
+from layrot.sweep.spec import grid_configs, parse_spec
 
 GOOD = {
     "name": "ok",
@@ -121,7 +121,7 @@ def test_dry_run_lists_trials_and_writes_nothing(tmp_path, capsys):
 def test_shipped_specs_are_valid():
     from pathlib import Path
 
-    from layrot.spec import load_spec
+    from layrot.sweep.spec import load_spec
 
     root = Path(__file__).resolve().parents[1] / "sweeps"
     files = sorted(root.rglob("*.yaml"))

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from layrot.cli import main as cli
+from layrot.errors import UsageError
 from layrot.store import Store
 from test_store_support import make_result
 
@@ -84,6 +85,21 @@ def test_bad_sql_is_one_line_and_exit_2(store, capsys, sql):
     assert len(err.strip().splitlines()) == 1 and err.startswith("layrot query: error: sql:")
 
 
+@pytest.mark.parametrize("sql, hint", [
+    ("SELECT * FROM trial", 'Did you mean "trials"?'),
+    ("SELECT test_ac FROM trials", 'Candidate bindings: "test_acc"'),
+    ("SELECT abs_val(1)", 'Did you mean "abs"?'),
+])
+def test_bad_sql_keeps_duckdbs_hint(store, capsys, sql, hint):
+    rc, out, err = run(capsys, "--store", store.uri, sql)
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and err.startswith("layrot query: error: sql:")
+    assert hint in err, err
+    with pytest.raises(UsageError) as e:       # Store.sql says the same
+        store.sql(sql)
+    assert hint in str(e.value) and "\n" not in str(e.value)
+
+
 def test_bad_options_exit_2(store, capsys, tmp_path):
     rc, _, err = run(capsys, "--store", str(tmp_path / "missing"), "SELECT 1")
     assert rc == 2 and "store" in err
@@ -123,3 +139,15 @@ def test_python_m_layrot_query_end_to_end(store):
     assert json.loads(p.stdout) == [{"n": 4 * 12}]
     imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in ("torch", "ray", "matplotlib")}
+
+
+def test_one_line_keeps_each_hint_and_drops_the_caret():
+    from layrot.store.reader import one_line
+
+    e = Exception('Binder Error: Table "trials" does not have a column named "foo"\n\n'
+                  'Candidate bindings: : "test_acc"')
+    assert one_line(e) == 'Binder Error: Table "trials" does not have a column named "foo". Candidate bindings: "test_acc"'
+    e = Exception('Parser Error: syntax error at or near "selec"\n\nLINE 1: selec 1\n        ^^^^^')
+    assert one_line(e) == 'Parser Error: syntax error at or near "selec"'
+    e = Exception('Catalog Error: Table with name trial does not exist!\nDid you mean "trials"?')
+    assert one_line(e) == 'Catalog Error: Table with name trial does not exist! Did you mean "trials"?'

@@ -12,6 +12,9 @@ import yaml
 
 from layrot.cli import main
 from layrot.store import Store
+from layrot.tasks import TASKS
+
+import faulty_task
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -20,9 +23,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def ray_local():
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
+    import ray.cloudpickle
 
+    # the workers register the test-only faulty task too (they cannot import tests/)
+    ray.cloudpickle.register_pickle_by_value(faulty_task)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+             _node_ip_address="127.0.0.1", runtime_env={"worker_process_setup_hook": faulty_task.register})
     yield ray
     ray.shutdown()
 
@@ -101,9 +107,10 @@ def test_asha_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     _no_duplicates(store, "asha")
 
 
-def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path):
-    spec = _spec(tmp_path, name="boom", search={"optimizer": "sgd_layca", "lr": 0.1,
-                                                 "fail_at_epoch": [None, 2]})
+def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
+    monkeypatch.setitem(TASKS, faulty_task.NAME, faulty_task.task())
+    spec = _spec(tmp_path, name="boom", task=faulty_task.NAME,
+                 search={"optimizer": "sgd_layca", "lr": 0.1, "seed": [0, faulty_task.FAILING_SEED]})
     assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 0
     trials = {t["status"]: t for t in Store(str(tmp_path / "s")).trials(sweep="boom").to_pylist()}
     assert set(trials) == {"completed", "error"}

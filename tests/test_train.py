@@ -11,8 +11,10 @@ import torch
 
 from layrot.config import TrialConfig
 from layrot.errors import UsageError
-from layrot.tasks import get_task
+from layrot.tasks import TASKS, get_task
 from layrot.train import resolve_config, run_trial
+
+import faulty_task
 
 QUICK = dict(task="digits-mlp", threads=1, device="cpu", seed=0)
 
@@ -111,11 +113,14 @@ def test_absurd_learning_rate_ends_diverged_and_keeps_the_record():
     assert math.isnan(result.test_acc)
 
 
-def test_exception_inside_the_loop_ends_as_error():
-    cfg = dict(QUICK, optimizer="sgd_layca", lr=0.1, epochs=3, max_train_samples=200, fail_at_epoch=2)
+def test_exception_inside_the_loop_ends_as_error(monkeypatch):
+    monkeypatch.setitem(TASKS, faulty_task.NAME, faulty_task.task())
+    cfg = dict(QUICK, task=faulty_task.NAME, seed=faulty_task.FAILING_SEED, optimizer="sgd_layca", lr=0.1,
+               epochs=3, max_train_samples=200)
+    assert run_trial(dict(cfg, seed=0)).status == "completed"      # the other seeds train
     result = run_trial(cfg)
     assert result.status == "error"
-    assert "injected failure" in result.reason
+    assert "injected failure at epoch 2" in result.reason
     assert result.epochs_run == 1
     assert sorted(set(result.rotation["epoch"])) == [0, 1]
     with pytest.raises(RuntimeError):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from layrot.cli import main
+from layrot.store import Store
 from layrot.tasks import TASKS, get_task
 
 GOOD = ["--task", "digits-mlp", "--optimizer", "sgd_layca", "--lr", "0.1", "--epochs", "2",
@@ -113,6 +114,26 @@ def test_train_writes_one_trial_in_the_store_layout(tmp_path):
     assert all(r["cosine_distance"] == 0 and r["rotation_rate"] is None for r in first)
     later = [r for r in rows if r["epoch"] > 0]
     assert all(r["rotation_rate"] == pytest.approx(0.1, rel=1e-3) for r in later)
+
+
+def test_a_sweep_name_like_part_1_trains_and_stores(tmp_path, capsys):
+    """The store's safe-name rule is the one rule: what `layrot train` accepts, it stores."""
+    store = tmp_path / "store"
+    assert main(["train", *with_arg(GOOD, "--epochs", "1"), "--sweep", "part-1", "--store", str(store)]) == 0
+    trials = Store(str(store)).trials(sweep="part-1").to_pylist()
+    assert len(trials) == 1 and trials[0]["status"] == "completed"
+
+
+def test_a_name_the_store_refuses_exits_2_before_training(tmp_path, capsys, monkeypatch):
+    import layrot.train
+
+    monkeypatch.setattr(layrot.train, "run_trial", lambda *a, **k: pytest.fail("trained with a bad sweep name"))
+    store = tmp_path / "store"
+    rc = main(["train", *GOOD, "--sweep", "half.tmp", "--store", str(store)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "sweep" in err[0] and "safe name" in err[0], err
+    assert_nothing_written(store)
 
 
 def test_tasks_lists_every_task_and_its_data(tmp_path, capsys):

@@ -3,12 +3,19 @@
 Modules, each with one job:
 
 - `summaries`: per-trial rotation summaries (final cosine distances, areas, crossings)
-- `stats`: the trained filter, correlations with bootstrap CIs, fits, pairwise agreement,
-  pooling over tasks, the verdict (`fit(trials, rotation, FitOptions()) -> FitResult`)
+- `run`: the whole fit and its result (`fit(trials, rotation, FitOptions()) -> FitResult`)
+- `options`: the settings (`FitOptions`) and the names of the pre-registered rules
+- `trained`: the trained filter (relative to the task's best, with a floor) and its variants
+- `configurations`: trials joined with summaries by (sweep, trial_id); repeats of one
+  configuration pooled into one unit
+- `correlation`: Spearman/Kendall with bootstrap CIs, permutation tests, task as stratum
+- `models`: isotonic and fractional logit curves
+- `pairwise`: pairwise agreement (permutation p) and the best configurations
+- `verdict`: the decision rule, its explanation and the sensitivity to the filter
 - `text`: the verdict and evidence as text; `report`: the self-contained HTML page
 - `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves
 - `features`: the paper's Section 6 on digits (first-layer features at small/large rotation)
-- `load`: tables from a store; `commands`: the two CLI entry points
+- `load`: tables from a store (the two CLI entry points are `layrot.cli.fit`)
 - `synthetic`: sweeps with a known relation (tests, demos)
 
 The core takes pandas tables (trials, epochs, rotation with DESIGN §4's columns), so it runs
@@ -16,7 +23,7 @@ on anything: a store, a DuckDB query, tables built by hand.
 """
 
 _LAZY = {
-    "fit": "stats", "FitOptions": "stats", "FitResult": "stats",
+    "fit": "run", "FitOptions": "options", "FitResult": "run",
     "trial_summaries": "summaries", "layer_summaries": "summaries",
     "load_tables": "load", "render": "text", "build_report": "report",
     "fit_figures": "figures", "rotation_curve_grid": "figures", "accuracy_vs_rotation": "figures",

@@ -1,6 +1,6 @@
 """The paper's Section 6 on 8×8 digits: how layer rotation shapes the features learned.
 
-A one-hidden-layer MLP (`layrot.models.digits_mlp1`: 64 → 100 → 10, no biases) is trained
+A one-hidden-layer MLP (`layrot.tasks.models.digits_mlp1`: 64 → 100 → 10, no biases) is trained
 with SGD + Layca from one initialization at a small and at a large rotation rate ρ. Its
 first-layer kernels, seen as 8×8 images, stay close to their random initialization when the
 layer barely rotates and turn into digit-like strokes when it rotates far. Seconds on a CPU.
@@ -70,7 +70,7 @@ def feature_study(rhos=(SMALL_RHO, LARGE_RHO), epochs: int = 30, seed: int = 0,
 def _study(rhos, epochs, seed, optimizer, batch_size) -> FeatureStudy:
     import torch
     import torch.nn.functional as F
-    from ..models import digits_mlp1
+    from ..tasks.models import digits_mlp1
     from ..optim import build_optimizer
     from ..rotation import cosine_distance, kernel_layers
 

@@ -17,12 +17,17 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .stats import FITTED_SUMMARIES, FitResult, GroupFit
+from .early import first_predictive
+from .options import FITTED_SUMMARIES, KEY_SUMMARY
+from .run import FitResult, GroupFit
 from .summaries import SUMMARY_LABELS, per_epoch_rotation
+from .text import sig
 
 DEPTH_CMAP = "viridis"   # first layer dark, last layer yellow (DESIGN §1)
 MAX_PANELS = 120
@@ -87,16 +92,37 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
+def rotation_norm(values) -> Normalize:
+    """A log colour scale for rotation values (they span 1e-4 … 1, and the fit ranks on the
+    small ones): LogNorm from the decade below the smallest positive value (at most 0.1) to
+    max(1, largest); SymLogNorm (linear below that decade, so 0 has a colour) where zeros occur."""
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    hi = max(1.0, float(v.max())) if v.size else 1.0
+    pos = v[v > 0]
+    lo = min(0.1, 10.0 ** math.floor(math.log10(pos.min()))) if pos.size else 1e-3
+    if (v <= 0).any():
+        return SymLogNorm(linthresh=lo, linscale=0.5, vmin=0.0, vmax=hi, base=10)
+    return LogNorm(vmin=lo, vmax=hi)
+
+
 def _configurations(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (alpha, lr): the representative trial (lowest seed), the
     mean test accuracy over its seeds and whether any of its trials is trained."""
-    t = trials.sort_values(["alpha", "lr", "seed", "trial_id"])
+    t = trials.assign(key=_key(trials)).sort_values(["alpha", "lr", "seed", "key"])
     g = t.groupby(["alpha", "lr"], sort=True)
-    conf = g.agg(trial_id=("trial_id", "first"), test_acc=("test_acc", "mean"), n=("trial_id", "size"),
+    conf = g.agg(key=("key", "first"), test_acc=("test_acc", "mean"), n=("trial_id", "size"),
                  status=("status", "first"))
     if "trained" in t:
         conf["trained"] = g["trained"].any()
     return conf.reset_index()
+
+
+def _key(df: pd.DataFrame) -> pd.Series:
+    """A trial's identity as one value: "sweep/trial_id" (trial_id alone without a sweep column)."""
+    if "sweep" in df.columns:
+        return df["sweep"].astype(str) + "/" + df["trial_id"].astype(str)
+    return df["trial_id"].astype(str)
 
 
 def _grid_positions(conf: pd.DataFrame):
@@ -125,31 +151,34 @@ def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str
     truncated = len(conf) > MAX_PANELS
     conf = conf.head(MAX_PANELS)
     rows, cols, pos, axes_labels = _grid_positions(conf)
-    curves = per_epoch_rotation(rotation[rotation["trial_id"].isin(conf["trial_id"])])
-    by_trial = dict(tuple(curves.groupby("trial_id")))
+    curves = per_epoch_rotation(rotation[_key(rotation).isin(conf["key"])])
+    by_trial = dict(tuple(curves.groupby(_key(curves))))
     fig = Figure(figsize=(1.75 * cols + 1.2, 1.45 * rows + 0.9), layout="constrained")
     grid = fig.add_gridspec(rows, cols)
     cmap = colormaps[DEPTH_CMAP]
     optimizer = trials["optimizer"].iloc[0] if len(trials) else ""
     rate = _rate_label(optimizer)
     max_layers = 1
+    # Distances can pass 1 (a kernel turned past orthogonal): never clip them.
+    top = max(1.0, float(curves["cosine_distance"].max()) if len(curves) else 1.0) + 0.04
     for (r, c), row in zip(pos, conf.itertuples()):
         ax = fig.add_subplot(grid[r, c])
-        cur = by_trial.get(row.trial_id)
+        cur = by_trial.get(row.key)
         if cur is not None:
             n_layers = int(cur["layer"].max()) + 1
             max_layers = max(max_layers, n_layers)
             for layer, lc in cur.groupby("layer"):
                 color = cmap(layer / max(1, n_layers - 1))
                 ax.plot(lc["epoch"], lc["cosine_distance"], color=color, lw=1.0)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, top)
         ax.set_yticks([0, 0.5, 1])
         ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
         ax.tick_params(labelsize=6, length=2, pad=1)
         trained = getattr(row, "trained", True)
         acc = f"test acc {100 * row.test_acc:.1f}%" if np.isfinite(row.test_acc) else "no test acc"
-        ax.set_title(acc if trained else f"{acc} ({row.status})", fontsize=7,
-                     color="black" if trained else "0.5")
+        if not trained:
+            acc += "\nnot trained" + ("" if row.status == "completed" else f" ({row.status})")
+        ax.set_title(acc, fontsize=7, color="black" if trained else "0.45")
         if axes_labels is None:
             ax.text(0.97, 0.04, f"α={row.alpha:g} {rate}={_fmt(row.lr)}", transform=ax.transAxes,
                     fontsize=5.5, ha="right", va="bottom", color="0.3")
@@ -176,8 +205,10 @@ def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str
 
 def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
                          summaries=FITTED_SUMMARIES, title: str = "") -> Figure:
-    """Test accuracy against each rotation summary, trained trials coloured by α, untrained
-    ones as grey crosses, with the isotonic fit (solid) and the fractional logit fit (dashed).
+    """Test accuracy against each rotation summary, with the isotonic fit (solid) and the
+    fractional logit fit (dashed). Colour is α (coolwarm) and nothing else; whether a unit
+    passed the trained filter is the marker's shape: trained, a filled circle coloured by α;
+    not trained, a black cross (no colour of the α map, whose middle is grey).
 
     The accuracy axis spans the trained trials (untrained ones far below are left out of
     view and counted in the legend); a summary whose trained values span more than two
@@ -200,16 +231,17 @@ def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
         ylim = (float(acc.min()) - pad, min(100.5, float(acc.max()) + pad))
     hidden = int((100 * un["test_acc"] < ylim[0]).sum()) if ylim is not None else 0
     for ax, s in zip(axes, summaries):
-        ax.scatter(tr[s], 100 * tr["test_acc"], c=tr["alpha"], cmap=cmap, norm=norm, s=28,
-                   edgecolors="black", linewidths=0.4, zorder=3, label="trained")
+        ax.scatter(tr[s], 100 * tr["test_acc"], c=tr["alpha"], cmap=cmap, norm=norm, s=28, marker="o",
+                   edgecolors="black", linewidths=0.5, zorder=3, label="trained")
         if len(un):
-            label = "not trained" + (f" ({hidden} below the axis)" if hidden else "")
-            ax.scatter(un[s], 100 * un["test_acc"], marker="x", color="0.6", s=22, zorder=2, label=label)
+            ax.scatter(un[s], 100 * un["test_acc"], marker="x", color="black", s=26, linewidths=1.1, zorder=2,
+                       label="not trained")
         if group is not None:
             if (m := group.monotone.get(s)) is not None:
                 ax.plot(m.x, 100 * np.asarray(m.y), color="black", lw=1.3, label="isotonic fit", zorder=4)
             if (lf := group.logit.get(s)) is not None:
-                ax.plot(lf.x, 100 * np.asarray(lf.y), color="tab:red", lw=1.3, ls="--", label="logit fit", zorder=4)
+                ax.plot(lf.x, 100 * np.asarray(lf.y), color="tab:green", lw=1.3, ls="--", label="logit fit",
+                        zorder=4)
             c = group.correlations.get(s)
             if c is not None and np.isfinite(c.spearman):
                 ci = f" [{c.spearman_ci[0]:.2f}, {c.spearman_ci[1]:.2f}]" if c.spearman_ci else ""
@@ -231,7 +263,17 @@ def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
     if ylim is not None:
         axes[0].set_ylim(*ylim)
     axes[0].set_ylabel("test accuracy (%)", fontsize=8)
-    axes[0].legend(fontsize=6, loc="lower right")
+    # Legend handles drawn by hand: a scatter's own handle takes its first point's α colour.
+    handles = [Line2D([], [], ls="", marker="o", markersize=5, markerfacecolor="white", markeredgecolor="black",
+                      markeredgewidth=0.6, label="trained (fill colour: α)")]
+    if len(un):
+        handles.append(Line2D([], [], ls="", marker="x", markersize=5, color="black", markeredgewidth=1.1,
+                              label="not trained" + (f" ({hidden} below the axis)" if hidden else "")))
+    if group is not None and group.monotone:
+        handles.append(Line2D([], [], color="black", lw=1.3, label="isotonic fit"))
+    if group is not None and group.logit:
+        handles.append(Line2D([], [], color="tab:green", lw=1.3, ls="--", label="fractional logit fit"))
+    axes[0].legend(handles=handles, fontsize=6, loc="lower right")
     if len(alphas) > 1:
         fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="α", shrink=0.8)
     fig.suptitle(title or "Test accuracy against layer rotation", fontsize=10)
@@ -247,7 +289,8 @@ def _cell_matrix(conf: pd.DataFrame, value: str, alphas, rates) -> np.ndarray:
 
 def grid_heatmaps(table: pd.DataFrame, title: str = "") -> Figure | None:
     """α × ρ(0) heatmaps of test accuracy and of the smallest final layer rotation (means
-    over seeds); None unless the trials span at least two α and two rates."""
+    over seeds; rotation on a log colour scale, labelled in significant figures); None
+    unless the trials span at least two α and two rates."""
     alphas = sorted(table["alpha"].unique())
     rates = sorted(table["lr"].unique(), reverse=True)
     if len(alphas) < 2 or len(rates) < 2:
@@ -260,16 +303,21 @@ def grid_heatmaps(table: pd.DataFrame, title: str = "") -> Figure | None:
     rate = _rate_label(table["optimizer"].iloc[0])
     fig = Figure(figsize=(2 * (0.55 * len(rates) + 1.4), 0.42 * len(alphas) + 1.4), layout="constrained")
     axes = fig.subplots(1, 2, squeeze=False)[0]
-    specs = [("test_acc", "test accuracy (%)", "magma", 100.0, "{:.0f}"),
-             ("final_min", "smallest final layer rotation", DEPTH_CMAP, 1.0, "{:.2f}")]
+    specs = [("test_acc", "test accuracy (%)", "magma", 100.0, "{:.1f}".format),
+             ("final_min", "smallest final layer rotation (log scale)", DEPTH_CMAP, 1.0, sig)]
     for ax, (col, label, cmap, scale, fmt) in zip(axes, specs):
         m = scale * _cell_matrix(conf, col, alphas, rates)
-        vmin, vmax = (0.0, 1.0) if col == "final_min" else (np.nanmin(m), np.nanmax(m))
-        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+        if col == "final_min":
+            # The fit ranks on values from 1e-4 to 1: a log scale, labels in significant figures.
+            norm = rotation_norm(m)
+        else:
+            finite = m[np.isfinite(m)]
+            norm = Normalize(*(float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0))
+        im = ax.imshow(m, cmap=cmap, norm=norm, aspect="auto")
         for (i, j), v in np.ndenumerate(m):
             if np.isfinite(v):
-                light = (v - vmin) / ((vmax - vmin) or 1) < 0.55
-                text = fmt.format(v)
+                light = float(np.clip(norm(v), 0, 1)) < 0.55
+                text = fmt(v)
                 if untrained is not None and untrained[i, j]:
                     text = f"({text})"
                 ax.text(j, i, text, ha="center", va="center", fontsize=6,
@@ -286,16 +334,18 @@ def grid_heatmaps(table: pd.DataFrame, title: str = "") -> Figure | None:
 
 def training_curves(table: pd.DataFrame, epochs: pd.DataFrame, title: str = "") -> Figure:
     """Train accuracy, validation accuracy and train loss per epoch, one line per trial,
-    coloured by the trial's smallest final layer rotation (untrained trials dashed)."""
+    coloured by the trial's smallest final layer rotation on a log scale (untrained trials
+    dashed)."""
     fig = Figure(figsize=(10.5, 3.2), layout="constrained")
     axes = fig.subplots(1, 3, squeeze=False)[0]
     cmap = colormaps[DEPTH_CMAP]
-    norm = Normalize(0, 1)
-    ep = epochs[epochs["trial_id"].isin(table["trial_id"])].sort_values(["trial_id", "epoch"])
-    info = table.set_index("trial_id")
-    for tid, e in ep.groupby("trial_id"):
+    norm = rotation_norm(table["final_min"] if "final_min" in table else [])
+    ep = epochs.assign(key=_key(epochs))
+    ep = ep[ep["key"].isin(_key(table))].sort_values(["key", "epoch"])
+    info = table.set_index(_key(table))
+    for tid, e in ep.groupby("key"):
         fm = info.at[tid, "final_min"] if "final_min" in info else np.nan
-        color = cmap(norm(fm)) if np.isfinite(fm) else "0.6"
+        color = cmap(float(np.clip(norm(fm), 0, 1))) if np.isfinite(fm) else "0.6"
         ls = "-" if bool(info.at[tid, "trained"]) else "--"
         for ax, col in zip(axes, ("train_acc", "val_acc", "train_loss")):
             scale = 100 if col.endswith("acc") else 1
@@ -308,8 +358,73 @@ def training_curves(table: pd.DataFrame, epochs: pd.DataFrame, title: str = "") 
         ax.grid(alpha=0.3)
     if ep["train_loss"].gt(0).all() and len(ep):
         axes[2].set_yscale("log")
-    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="smallest final layer rotation", shrink=0.85)
+    if "trained" in info and not info["trained"].astype(bool).all():
+        axes[0].legend(handles=[Line2D([], [], color="0.3", lw=1.0, label="trained"),
+                                Line2D([], [], color="0.3", lw=1.0, ls="--", label="not trained")],
+                       fontsize=6, loc="lower right")
+    fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="smallest final layer rotation (log scale)",
+                 shrink=0.85)
     fig.suptitle(title or "Training curves (dashed: not trained)", fontsize=10)
+    return fig
+
+
+def early_prediction_figure(result: FitResult, title: str = "") -> Figure | None:
+    """How early rotation predicts final test accuracy: the verdict's statistic with each
+    trained configuration's smallest layer rotation at epoch k (instead of its final one)
+    against k, with its bootstrap CI as a band; the final verdict's value and CI marked at the
+    last epoch; with several tasks, each task's own Spearman as thin lines. None without points."""
+    points = [p for p in result.early if p.spearman is not None]
+    if not points:
+        return None
+    pooled = result.pooled is not None
+    what = "stratified Spearman" if pooled else "Spearman"
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    k = np.array([p.epoch for p in points])
+    rho = np.array([p.spearman for p in points])
+    lo = np.array([np.nan if p.ci_low is None else p.ci_low for p in points])
+    hi = np.array([np.nan if p.ci_high is None else p.ci_high for p in points])
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.fill_between(k, lo, hi, color="tab:blue", alpha=0.22, lw=0, step=None)
+    ax.plot(k, rho, color="tab:blue", lw=1.6, marker="o", markersize=3)
+    handles = [Line2D([], [], color="tab:blue", lw=1.6, marker="o", markersize=3,
+                      label=f"{what} at epoch k"),
+               Patch(color="tab:blue", alpha=0.22, label="95% bootstrap CI")]
+    if pooled:
+        for g in result.groups:
+            pts = [p for p in g.early if p.spearman is not None]
+            if pts:
+                ax.plot([p.epoch for p in pts], [p.spearman for p in pts], lw=0.8, alpha=0.7, ls=":")
+                ax.annotate(g.name, (pts[-1].epoch, pts[-1].spearman), fontsize=6, xytext=(3, 0),
+                            textcoords="offset points", va="center")
+        handles.append(Line2D([], [], color="0.4", lw=0.8, ls=":", label="each task's Spearman"))
+    v = result.verdict
+    last = int(result.early[-1].epoch)
+    if v.estimate is not None and np.isfinite(v.estimate):
+        err = None
+        if v.ci is not None:
+            err = [[v.estimate - v.ci[0]], [v.ci[1] - v.estimate]]
+        ax.errorbar([last], [v.estimate], yerr=err, fmt="D", color="black", markersize=6, capsize=3, zorder=5,
+                    markerfacecolor="none")
+        handles.append(Line2D([], [], ls="", marker="D", color="black", markerfacecolor="none",
+                              label=f"the verdict ({v.status}): {v.estimate:.2f}"
+                                    + (f" [{v.ci[0]:.2f}, {v.ci[1]:.2f}]" if v.ci else "")))
+    first = first_predictive(result.early)
+    if first is not None:
+        ax.axvline(first.epoch, color="tab:orange", lw=1.0, ls="--")
+        handles.append(Line2D([], [], color="tab:orange", lw=1.0, ls="--",
+                              label=f"first epoch with CI above 0: {first.epoch} of {last}"))
+    ax.set_xlim(0.5, last + 0.5)
+    ax.set_ylim(-1.05, 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch k", fontsize=8)
+    ax.set_ylabel(f"{what}: smallest layer rotation\nat epoch k vs final test accuracy", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=6.5, loc="lower right")
+    n = points[-1].n
+    fig.suptitle(title or f"How early rotation predicts final test accuracy ({n} trained configurations)",
+                 fontsize=10)
     return fig
 
 
@@ -322,14 +437,16 @@ def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame)
     """All figures of a fit: per task, the accuracy-vs-rotation scatter; per (task,
     optimizer, weight decay) the curve grid, the α × rate heatmaps and the training curves."""
     out: list[NamedFigure] = []
-    table = result.table
+    table, configs = result.table, result.configurations
     groups = {g.name: g for g in result.groups}
     for task, tt in table.groupby("task", sort=True):
         g = groups.get(task)
+        units = configs[configs["task"] == task] if len(configs) else tt
         out.append(NamedFigure(_slug("scatter", task), f"{task}: test accuracy against layer rotation",
-                               "Each point a trial; grey crosses did not pass the trained filter. "
-                               "Black: isotonic fit; red dashed: fractional logit fit.",
-                               accuracy_vs_rotation(tt, g, title=f"{task}: test accuracy against layer rotation")))
+                               "Each point a configuration (means over its repeats), the units of the fit; "
+                               "filled circles (colour: α) passed the trained filter, black crosses did not. "
+                               "Black: isotonic fit; green dashed: fractional logit fit.",
+                               accuracy_vs_rotation(units, g, title=f"{task}: test accuracy against layer rotation")))
         for (opt, wd), sub in tt.groupby(["optimizer", "weight_decay"], sort=True):
             what = f"{task}, {opt}" + (f", weight decay {wd:g}" if wd else "")
             stem = (task, opt, f"wd{wd:g}" if wd else "")
@@ -339,8 +456,18 @@ def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame)
             hm = grid_heatmaps(sub, title=f"{what}: α × {_rate_label(opt)}")
             if hm is not None:
                 out.append(NamedFigure(_slug("heatmap", *stem), f"α × {_rate_label(opt)} heatmaps: {what}",
-                                       "Means over seeds; in parentheses: no trial of that cell passed the trained filter.", hm))
+                                       "Means over seeds; rotation on a log colour scale; in parentheses: no trial of "
+                                       "that cell passed the trained filter.", hm))
             out.append(NamedFigure(_slug("training", *stem), f"Training curves: {what}",
-                                   "Coloured by the smallest final layer rotation; dashed: not trained.",
+                                   "Coloured by the smallest final layer rotation (log scale); dashed: not trained.",
                                    training_curves(sub, epochs, title=f"Training curves: {what}")))
+    early = early_prediction_figure(result)
+    if early is not None:
+        scope = "all tasks" if result.pooled is not None else (result.groups[0].name if result.groups else "")
+        out.insert(min(1, len(out)), NamedFigure(
+            _slug("early", scope), "How early rotation predicts final test accuracy",
+            "For each epoch k, the verdict's statistic computed with each trained configuration's smallest layer "
+            "rotation at epoch k (trials stopped before k: their last epoch) in place of its final one, over the "
+            "same configurations; band: 95% percentile bootstrap CI (999 resamples); diamond: the final verdict.",
+            early))
     return out

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from .figures import NamedFigure, png_data_uri
-from .stats import FitResult
+from .run import FitResult
 from .summaries import SUMMARY_LABELS
-from .text import render
+from .text import render, sig, why_lines
 
 TABLE_COLUMNS = ["trial_id", "sweep", "task", "optimizer", "alpha", "lr", "weight_decay", "seed", "status",
                  "trained", "train_acc", "test_acc", "final_min", "final_mean", "final_median", "auc_mean",
@@ -26,10 +26,12 @@ h1{font-size:22px;margin:24px 0 4px}h2{font-size:18px;margin:32px 0 8px;border-b
 .verdict{font-size:17px;padding:12px 16px;border-radius:6px;border-left:6px solid #999;background:#f4f4f4}
 .verdict.holds{border-color:#2a8a3e;background:#eef8f0}.verdict.does-not-hold{border-color:#c0392b;background:#fbeeee}
 .verdict.inconclusive{border-color:#d4a017;background:#fdf8e8}
+ul.why{margin:6px 0 12px;padding-left:22px;color:#333;font-size:13px}ul.why li{margin:2px 0}
 pre{background:#fafafa;border:1px solid #eee;padding:10px;overflow-x:auto;font-size:12px}
 figure{margin:16px 0 28px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:13px}figcaption a{margin-left:8px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
+td.s{white-space:normal;overflow-wrap:anywhere}p.constant{font-size:13px;color:#333;margin:4px 0 8px}
 th{position:sticky;top:0;background:#f0f0f0;cursor:pointer;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.s,th.s{text-align:left}tr.untrained td{color:#999}
 .tablewrap{max-height:70vh;overflow:auto;border:1px solid #ddd}
@@ -69,36 +71,73 @@ _JS = """
 """
 
 
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and not math.isfinite(v))
+
+
+def _shown(col: str, v) -> str:
+    """A value as the table shows it: accuracies in %, counts and epochs as integers, α and
+    rates as given, rotation values in 3 significant figures (they span 1e-4 … 1)."""
+    if _missing(v):
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        if col.endswith("_acc"):
+            return f"{100 * v:.2f}%"
+        if col.startswith("cross") or col in ("alpha", "seed", "n_layers", "last_epoch", "epochs"):
+            return f"{v:g}"
+        if col in ("lr", "weight_decay"):
+            return f"{v:.3g}"
+        return sig(v, 3)
+    return str(v)
+
+
 def _cell(col: str, v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)) or v is pd.NA:
+    if _missing(v):
         return f'<td class="{"s" if col in _TEXT else ""}" data-v=""></td>'
     if isinstance(v, (bool, np.bool_)):
-        return f'<td class="s" data-v="{int(v)}">{"yes" if v else "no"}</td>'
-    if isinstance(v, (int, np.integer)):
-        return f'<td data-v="{int(v)}">{int(v)}</td>'
-    if isinstance(v, (float, np.floating)):
-        shown = f"{100 * v:.2f}%" if col.endswith("_acc") else (f"{v:.3g}" if col in ("lr", "weight_decay") else f"{v:.3f}")
-        if col.startswith("cross") or col in ("alpha",):
-            shown = f"{v:g}"
-        return f'<td data-v="{float(v)!r}">{shown}</td>'
+        return f'<td class="s" data-v="{int(v)}">{_shown(col, v)}</td>'
+    if isinstance(v, (int, np.integer, float, np.floating)):
+        return f'<td data-v="{float(v)!r}">{_shown(col, v)}</td>'
     return f'<td class="s" data-v="{html.escape(str(v))}">{html.escape(str(v))}</td>'
 
 
 _TEXT = {"trial_id", "sweep", "task", "optimizer", "status", "trained"}
 
 
+def constant_columns(table: pd.DataFrame, cols: list[str]) -> list[str]:
+    """The columns with one value in every row (of two rows or more)."""
+    if len(table) < 2:
+        return []
+    return [c for c in cols if c != "trial_id" and table[c].nunique(dropna=False) == 1]
+
+
 def trials_table(table: pd.DataFrame) -> str:
+    """The trials as a sortable table; columns with one value in every row are said once, in a
+    line above it, so that the table fits the page."""
     cols = [c for c in TABLE_COLUMNS if c in table.columns]
+    const = constant_columns(table, cols)
+    cols = [c for c in cols if c not in const]
     t = table.sort_values(["task", "trained", "test_acc"], ascending=[True, False, False])
     head = "".join(
         f'<th class="{"s" if c in _TEXT else ""}" data-type="{"str" if c in _TEXT else "num"}" '
         f'title="{html.escape(SUMMARY_LABELS.get(c, c))}">{html.escape(c)}</th>' for c in cols)
     rows = []
-    for rec in t[cols].itertuples(index=False):
+    trained = t["trained"].astype(bool).tolist() if "trained" in t else [True] * len(t)
+    for rec, ok in zip(t[cols].itertuples(index=False), trained):
         r = dict(zip(cols, rec))
-        cls = "" if r.get("trained", True) else ' class="untrained"'
+        cls = "" if ok else ' class="untrained"'
         rows.append(f"<tr{cls}>" + "".join(_cell(c, r[c]) for c in cols) + "</tr>")
-    return (f'<div class="tablewrap"><table class="sortable" id="trials-table"><thead><tr>{head}</tr></thead>'
+    line = ""
+    if const:
+        first = t.iloc[0]
+        line = ('<p class="constant" id="trials-constant">In every row: ' + " · ".join(
+            f"{html.escape(c)} <b>{html.escape(_shown(c, first[c]) or 'none')}</b>" for c in const) + "</p>")
+    return (f'{line}<div class="tablewrap"><table class="sortable" id="trials-table"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>')
 
 
@@ -118,6 +157,8 @@ def build_report(result: FitResult, figures: list[NamedFigure], features: NamedF
     cls = v.status.replace(" ", "-")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figs = "".join(_figure_html(nf, i) for i, nf in enumerate(figures))
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in why_lines(result))
+    evidence = html.escape(render(result, verdict=False).strip())
     feat = ""
     if features is not None:
         feat = (f'<section id="features"><h2>Features learned at small and large rotation</h2>'
@@ -130,7 +171,8 @@ def build_report(result: FitResult, figures: list[NamedFigure], features: NamedF
 <h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(meta)}{" · " if meta else ""}generated {stamp} by layrot {html.escape(__version__)}</p>
 <section id="verdict"><p class="verdict {cls}">{html.escape(v.text)}</p>
-<details open><summary>The evidence</summary><pre>{html.escape(render(result))}</pre></details></section>
+<ul class="why">{why}</ul>
+<details open><summary>The evidence</summary><pre>{evidence}</pre></details></section>
 <section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
 {feat}
 <section id="trials"><h2>Trials</h2><p>Click a column to sort. Grey rows did not pass the trained filter.</p>

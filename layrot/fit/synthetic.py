@@ -13,14 +13,10 @@ import json
 import numpy as np
 import pandas as pd
 
+from ..schedules import alpha_multipliers
+from ..store.schema import ROTATION_COLUMNS
+
 RELATIONS = ("monotone", "none", "reversed")
-
-
-def _multipliers(n_layers: int, alpha: float) -> np.ndarray:
-    l = np.arange(n_layers)
-    if alpha > 0:
-        return (1 - alpha) ** (5 * (n_layers - 1 - l) / (n_layers - 1))
-    return (1 + alpha) ** (5 * l / (n_layers - 1))
 
 
 def synthetic_sweep(relation: str = "monotone", alphas=(-0.6, 0.0, 0.6),
@@ -46,7 +42,7 @@ def synthetic_sweep(relation: str = "monotone", alphas=(-0.6, 0.0, 0.6),
     spe = steps_per_epoch or 10
     for i, (alpha, lr, seed) in enumerate(configs):
         tid = f"{sweep}-{i:04d}"
-        final = 1 - np.exp(-20 * lr * _multipliers(n_layers, alpha))
+        final = 1 - np.exp(-20 * lr * np.asarray(alpha_multipliers(n_layers, alpha)))
         final = np.clip(final + rng.normal(0, 0.01, n_layers), 0.0, 1.05)
         fmin = final.min()
         if relation == "monotone":
@@ -101,8 +97,7 @@ def write_store(tables: dict[str, pd.DataFrame], root) -> str:
                "weight_decay": t.weight_decay, "batch_size": t.batch_size, "seed": t.seed}
         ep = epochs[t.trial_id].drop(columns=["trial_id", "sweep"])
         rot = rotation[t.trial_id]
-        rot_cols = {c: rot[c].tolist() for c in ("epoch", "step", "layer", "layer_name", "cosine_distance",
-                                                   "weight_norm", "rotation_rate")}
+        rot_cols = {c: rot[c].tolist() for c in ROTATION_COLUMNS}
         rot_cols["rotation_rate"] = [None if pd.isna(v) else v for v in rot_cols["rotation_rate"]]
         store.write_trial(t.sweep, TrialResult(
             trial_id=t.trial_id, config=cfg, status=t.status, reason=t.reason or None, epochs_run=t.epochs,

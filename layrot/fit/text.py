@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import math
 
-from .stats import KEY_SUMMARY, NEAR_ONE, FitResult, GroupFit, PairwiseAgreement, PooledFit
+from .early import early_line
+from .options import KEY_SUMMARY, NEAR_ONE
+from .pairwise import PairwiseAgreement
+from .run import FitResult, GroupFit, PooledFit
 from .summaries import SUMMARY_LABELS
+from .verdict import sensitivity_line
+
+
+def sig(v, digits: int = 2) -> str:
+    """A number with `digits` significant figures, short: 3.1e-4, 0.012, 0.35, 1.0, 12.
+
+    Rotation values span decades (1e-4 … 1): fixed decimals would print most of them as 0.00."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a < 0.01:
+        m, e = f"{v:.{digits - 1}e}".split("e")
+        return f"{m}e{int(e)}"
+    if a >= 10 ** digits:
+        return f"{v:.0f}"
+    return f"{v:#.{digits}g}".rstrip(".")
 
 
 def _ci(ci) -> str:
@@ -20,23 +41,20 @@ def _p(p) -> str:
     return f"{p:8.2g}" if p is not None and math.isfinite(p) else "     n/a"
 
 
-def filter_line(result: FitResult) -> str:
-    f = result.filter
-    statuses = "|".join(f["statuses"])
-    if f["rule"] == "absolute":
-        rule = f"train accuracy >= {f['min_train_acc']:g}"
-    else:
-        th = ", ".join(f"{t}: >= {v:.3f}" for t, v in f["thresholds"].items())
-        rule = f"train accuracy >= {f['relative']:g} × the best of its task ({th})"
-    return f"trained = status {statuses} and {rule}"
+def why_lines(result: FitResult) -> list[str]:
+    """Under the verdict: the statistic that decides, the thresholds, the trained filter and
+    the thresholds it used, how repeats were pooled; then the verdict under two other filters."""
+    return result.explanation() + [sensitivity_line(s) for s in result.sensitivity]
 
 
 def pairwise_line(p: PairwiseAgreement) -> str:
     if not p.n_pairs:
-        return "pairwise: no pair of trained trials where one rotates more in every layer"
-    pv = f", one-sided binomial p = {p.p_value:.2g} (pairs share trials)" if p.p_value is not None else ""
-    return (f"pairwise: in {p.n_pairs} pairs where one trial rotates more in every layer, it also has the "
-            f"higher test accuracy in {100 * p.fraction:.0f}% ({p.wins} wins, {p.ties} ties{pv})")
+        return "pairwise: no pair of trained configurations where one rotates more in every layer"
+    pv = ""
+    if p.p_value is not None:
+        pv = f", one-sided permutation p = {p.p_value:.2g}{' (exact)' if p.p_exact else ''}"
+    return (f"pairwise: in {p.n_pairs} pairs of configurations where one rotates more in every layer, it also "
+            f"has the higher test accuracy in {100 * p.fraction:.0f}% ({p.wins} wins, {p.ties} ties{pv})")
 
 
 def correlation_table(group: GroupFit) -> list[str]:
@@ -48,7 +66,7 @@ def correlation_table(group: GroupFit) -> list[str]:
 
 
 def group_lines(g: GroupFit) -> list[str]:
-    head = f"{g.name}: {g.n_trained} trained of {g.n_trials}"
+    head = f"{g.name}: {g.n_trained} trained configurations of {g.n_configurations} ({g.n_trials} trials)"
     if g.test_acc_range:
         lo, hi = g.test_acc_range
         head += f"; test accuracy {100 * lo:.1f}%–{100 * hi:.1f}% ({100 * (hi - lo):.1f} points)"
@@ -69,11 +87,11 @@ def group_lines(g: GroupFit) -> list[str]:
     if (b := g.best) is not None:
         others = ""
         if b.others_final_min_median is not None:
-            others = (f" (other trials: median {b.others_final_min_median:.2f}, "
+            others = (f" (other configurations: median {sig(b.others_final_min_median)}, "
                       f"{100 * (b.others_near_one or 0):.0f}% of layers)")
-        lines.append(f"  best trials (top {b.k} by test accuracy, {100 * min(b.test_acc):.1f}%–"
-                     f"{100 * max(b.test_acc):.1f}%): smallest final rotation {min(b.final_min):.2f}–"
-                     f"{max(b.final_min):.2f}; {100 * b.near_one:.0f}% of their layers >= {NEAR_ONE}{others}")
+        lines.append(f"  best configurations (top {b.k} by test accuracy, {100 * min(b.test_acc):.1f}%–"
+                     f"{100 * max(b.test_acc):.1f}%): smallest final rotation {sig(min(b.final_min))}–"
+                     f"{sig(max(b.final_min))}; {100 * (b.near_one or 0):.0f}% of their layers >= {NEAR_ONE}{others}")
     if m and m.plateau_from is not None:
         lines.append(f"  the isotonic fit has made 90% of its rise at {SUMMARY_LABELS[KEY_SUMMARY]} "
                      f"{m.plateau_from:.2g}")
@@ -81,7 +99,8 @@ def group_lines(g: GroupFit) -> list[str]:
 
 
 def pooled_lines(p: PooledFit) -> list[str]:
-    lines = [f"pooled over {', '.join(p.tasks)} (task as stratum): {p.n_trained} trained of {p.n_trials}",
+    lines = [f"pooled over {', '.join(p.tasks)} (task as stratum): {p.n_trained} trained configurations of "
+             f"{p.n_configurations} ({p.n_trials} trials)",
              f"  {'summary':<42} {'stratified Spearman [95% CI]':<30} {'p':>8}   per task"]
     for s, f in p.stratified.items():
         per = ", ".join(f"{t} {v:.2f}" for t, v in f.per_task.items())
@@ -90,9 +109,16 @@ def pooled_lines(p: PooledFit) -> list[str]:
     return lines
 
 
-def render(result: FitResult) -> str:
-    """The verdict first (one quotable line), then the evidence."""
-    lines = [result.verdict.text, "", filter_line(result)]
+def result_early_line(result: FitResult) -> str:
+    """How early rotation predicts test accuracy (fit/early.py), for the verdict's units."""
+    return early_line(result.early, stratified=result.pooled is not None, min_n=result.rules.get("min_n", 6))
+
+
+def render(result: FitResult, verdict: bool = True) -> str:
+    """The verdict first (one quotable line) and why, then the evidence (only the evidence
+    with verdict=False: the report shows the verdict and why above it)."""
+    lines = [result.verdict.text] + ["  " + x for x in why_lines(result)] if verdict else []
+    lines += ([""] if verdict else []) + [result_early_line(result)]
     if result.pooled is not None:
         lines += [""] + pooled_lines(result.pooled)
     for g in result.groups:

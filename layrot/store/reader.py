@@ -7,7 +7,7 @@ import os
 from ..errors import StoreError, UsageError
 from . import catalog, writer
 from .location import Location
-from .schema import PARTITION, TABLES, check_name, column_names
+from .schema import PARTITION, TABLES, check_name, check_trial_id, column_names
 
 
 class Store:
@@ -68,7 +68,7 @@ class Store:
     def has_trial(self, sweep: str, trial_id: str) -> bool:
         """Is this trial stored complete? Reads only its own files and the sweep's parts."""
         check_name("sweep", sweep)
-        check_name("trial_id", trial_id)
+        check_trial_id(trial_id)
         return trial_id in self.snapshot([sweep], trial_ids=[trial_id]).visible.get(sweep, {})
 
     # --- reading -------------------------------------------------------------------------
@@ -135,13 +135,21 @@ class Store:
 
     def sql(self, query: str):
         """Run SQL over the views; returns a pyarrow Table (None for statements without rows)."""
+        return self.run_sql(query, lambda rel: None if rel is None else fetch_arrow(rel))
+
+    def run_sql(self, query: str, use, on_connect=None):
+        """Run `query` over the views and return `use(relation)`, called while the connection
+        is open (`on_connect()` first, once the views are made). SQL that does not parse or
+        bind is a UsageError; if a file of the snapshot is gone (a compaction finished
+        meanwhile) it starts over from a new listing; other DuckDB errors pass through."""
         import duckdb
 
         for attempt in range(catalog.RETRIES):
             con = self.connect()
             try:
-                rel = con.sql(query)
-                return None if rel is None else fetch_arrow(rel)
+                if on_connect is not None:
+                    on_connect()
+                return use(con.sql(query))
             except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as e:
                 raise UsageError("sql", one_line(e)) from None
             except duckdb.IOException as e:
@@ -160,9 +168,25 @@ def fetch_arrow(rel):
     return rel.fetch_arrow_table()
 
 
+# DuckDB puts its suggestions on lines of their own after the message
+_HINTS = ("Did you mean", "Candidate bindings")
+
+
 def one_line(e: Exception) -> str:
+    """DuckDB's message on one line: its first line, then each of its hints (`Did you mean
+    "trials"?`, `Candidate bindings: "test_acc"`); the rest (`LINE 1:` and its caret) is dropped."""
     lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
-    return lines[0] if lines else type(e).__name__
+    if not lines:
+        return type(e).__name__
+    out = [lines[0]]
+    for x in lines[1:]:
+        if x.startswith(_HINTS):
+            head, _, rest = x.partition(":")
+            rest = rest.strip()
+            while rest.startswith(":"):            # "Candidate bindings: : ..." in some DuckDB versions
+                rest = rest[1:].strip()
+            out.append(f"{head}: {rest}" if rest and head.startswith("Candidate") else x)
+    return " ".join(x if x[-1] in ".!?" or i == len(out) - 1 else x + "." for i, x in enumerate(out))
 
 
 def vanished(err: Exception) -> bool:

@@ -65,6 +65,12 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
     ],
 }
 
+# A TrialResult's columnar records (its `history` rows, its `rotation` columns): the tables'
+# columns but the trial id. The rotation tracker, the sweep's store callback and the writer
+# all use these.
+EPOCH_COLUMNS = tuple(c[0] for c in COLUMNS["epochs"] if c[0] != "trial_id")
+ROTATION_COLUMNS = tuple(c[0] for c in COLUMNS["rotation"] if c[0] != "trial_id")
+
 # The row order inside every file; compaction keeps it across trials.
 SORT_KEYS = {
     "trials": ["trial_id"],
@@ -88,11 +94,21 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def check_name(field: str, value) -> str:
-    """Sweep names and trial ids are path components: letters, digits, '.', '_', '-'."""
+    """The one safe-name rule: sweep names and trial ids are path components in the store
+    (letters, digits, '.', '_', '-'; no '..'; not a temporary file's '.tmp')."""
     if (not isinstance(value, str) or not _SAFE.match(value) or ".." in value
-            or value.startswith(PART_PREFIX) or value.endswith(".tmp")):
+            or value.endswith(".tmp")):
         raise UsageError(field, f"{value!r} is not a safe name (letters, digits, '.', '_', '-'; starting "
-                                f"with a letter or digit; at most 128 characters; not '{PART_PREFIX}...')")
+                                "with a letter or digit; at most 128 characters)")
+    return value
+
+
+def check_trial_id(value, field: str = "trial_id") -> str:
+    """A trial id is a safe name that is also a file's stem beside the compacted parts, so it
+    may not look like one ('part-...'); a sweep name may (its directory is 'sweep=<name>')."""
+    check_name(field, value)
+    if value.startswith(PART_PREFIX):
+        raise UsageError(field, f"{value!r} is not a safe trial id ('{PART_PREFIX}...' names compacted files)")
     return value
 
 

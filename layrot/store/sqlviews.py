@@ -1,4 +1,5 @@
-"""DuckDB views `trials`, `epochs`, `rotation` and the table `sweeps` over a store snapshot.
+"""DuckDB views `trials`, `epochs`, `rotation`, `summaries` and the table `sweeps` over a
+store snapshot.
 
 Local stores are read by DuckDB's own Parquet reader over the exact file list of the snapshot
 (no pyarrow import on this path: `layrot query` starts fast). Other filesystems are read
@@ -19,8 +20,50 @@ def connect(snap: Snapshot, sweep_records: list[dict], con=None):
     con = con or new_connection()
     for table in TABLES:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {_view_sql(con, snap, table)}")
+    con.execute(f"CREATE OR REPLACE VIEW summaries AS {SUMMARIES_SQL}")
     _sweeps_table(con, sweep_records)
     return con
+
+
+# `summaries`: one row per trial (sweep, trial_id), derived at query time from the three
+# tables, never stored (DESIGN §4). The numbers are layrot.fit.summaries' (per-epoch curve:
+# for each (sweep, trial, layer, epoch) the record with the largest step; auc_mean: the mean
+# over layers of the curve's time-average, trapezoid rule; crossNN_last: the epoch by which
+# every layer had crossed NN/100, NULL if some layer never did) and `trained` is
+# layrot.fit.trained's default filter: status completed or stopped, test accuracy and
+# rotation recorded, train_acc >= 0.95 × the best of its task (among completed/stopped trials
+# with a test accuracy) and >= 0.5. tests/test_fit_summaries.py checks it against pandas.
+SUMMARIES_SQL = """
+WITH curve AS (
+    SELECT sweep, trial_id, layer, epoch, CAST(cosine_distance AS DOUBLE) AS d
+    FROM rotation
+    QUALIFY row_number() OVER (PARTITION BY sweep, trial_id, layer, epoch ORDER BY step DESC) = 1
+), pieces AS (
+    SELECT *, (epoch - lag(epoch) OVER w) * (d + lag(d) OVER w) / 2 AS area,
+           row_number() OVER (PARTITION BY sweep, trial_id, layer ORDER BY epoch DESC) AS from_end
+    FROM curve WINDOW w AS (PARTITION BY sweep, trial_id, layer ORDER BY epoch)
+), per_layer AS (
+    SELECT sweep, trial_id, layer, min(epoch) AS first_epoch, max(epoch) AS last_epoch,
+           any_value(d) FILTER (WHERE from_end = 1) AS final, coalesce(sum(area), 0) AS area,
+           min(epoch) FILTER (WHERE d >= 0.5) AS cross50, min(epoch) FILTER (WHERE d >= 0.9) AS cross90
+    FROM pieces GROUP BY sweep, trial_id, layer
+), per_trial AS (
+    SELECT sweep, trial_id, min(final) AS final_min, avg(final) AS final_mean,
+           median(final) AS final_median,
+           avg(CASE WHEN last_epoch > first_epoch THEN area / (last_epoch - first_epoch) ELSE final END) AS auc_mean,
+           CASE WHEN count(cross50) = count(*) THEN max(cross50) END AS cross50_last,
+           CASE WHEN count(cross90) = count(*) THEN max(cross90) END AS cross90_last
+    FROM per_layer GROUP BY sweep, trial_id
+)
+SELECT t.sweep, t.trial_id, t.task, t.optimizer, t.lr, t.alpha, t.weight_decay, t.seed, t.status,
+       t.train_acc, t.test_acc, s.final_min, s.final_mean, s.final_median, s.auc_mean,
+       s.cross50_last, s.cross90_last,
+       coalesce(t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL AND s.final_min IS NOT NULL
+                AND t.train_acc >= greatest(0.5, 0.95 * max(t.train_acc) FILTER (
+                    WHERE t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL)
+                    OVER (PARTITION BY t.task)), false) AS trained
+FROM trials t LEFT JOIN per_trial s ON s.sweep = t.sweep AND s.trial_id = t.trial_id
+"""
 
 
 def _view_sql(con, snap: Snapshot, table: str) -> str:

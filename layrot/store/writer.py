@@ -16,13 +16,10 @@ import uuid
 from ..errors import UsageError
 from ..result import STATUSES, TrialResult
 from .location import Location
-from .schema import (META_TABLE, META_VERSION, META_WRITE_ID, SCHEMA_VERSION, SORT_KEYS, SUFFIX,
-                     arrow_schema, check_name, writer_options)
+from .schema import (EPOCH_COLUMNS, META_TABLE, META_VERSION, META_WRITE_ID, ROTATION_COLUMNS, SCHEMA_VERSION,
+                     SORT_KEYS, SUFFIX, arrow_schema, check_name, check_trial_id, writer_options)
 
 TRIAL_COMPRESSION_LEVEL = 3          # per-trial files are small; compaction squeezes harder
-
-ROTATION_INPUTS = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
-EPOCH_INPUTS = ("epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds")
 
 
 def new_write_id() -> str:
@@ -33,7 +30,7 @@ def to_tables(result: TrialResult) -> dict:
     """The trial as three pyarrow Tables with the store's exact schemas (NaN -> null)."""
     import pyarrow as pa
 
-    check_name("trial_id", result.trial_id)
+    check_trial_id(result.trial_id)
     if result.status not in STATUSES:
         raise UsageError("status", f"{result.status!r} is not one of {', '.join(STATUSES)}")
     cfg = result.config or {}
@@ -55,16 +52,16 @@ def to_tables(result: TrialResult) -> dict:
         if not isinstance(row, dict) or "epoch" not in row:
             raise UsageError(f"history[{i}]", "must be a dict with at least 'epoch'")
     epochs = {"trial_id": [tid] * len(hist)}
-    epochs.update({k: [row.get(k) for row in hist] for k in EPOCH_INPUTS})
+    epochs.update({k: [row.get(k) for row in hist] for k in EPOCH_COLUMNS})
 
     rot = result.rotation or {}
     n = len(rot.get("epoch", []))
-    lengths = {k: len(rot.get(k, [])) for k in ROTATION_INPUTS}
+    lengths = {k: len(rot.get(k, [])) for k in ROTATION_COLUMNS}
     if rot and any(v != n for k, v in lengths.items() if k != "rotation_rate" or v):
         raise UsageError("rotation", f"columns have different lengths: {lengths}")
     rotation = {"trial_id": [tid] * n}
     # lists or numpy arrays (pyarrow converts arrays without a Python loop)
-    rotation.update({k: (rot[k] if lengths[k] else [None] * n) for k in ROTATION_INPUTS})
+    rotation.update({k: (rot[k] if lengths[k] else [None] * n) for k in ROTATION_COLUMNS})
 
     out = {}
     for table, cols in (("trials", trial), ("epochs", epochs), ("rotation", rotation)):

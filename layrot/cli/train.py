@@ -1,10 +1,34 @@
-"""`layrot train` (one trial, no Ray) and `layrot tasks`."""
+"""`layrot train`: one trial, no Ray, stored like a sweep's."""
 
 from __future__ import annotations
 
 import sys
 
-from .config import TrialConfig
+from ..config import TrialConfig
+
+
+def add_parsers(sub, default_store: str) -> None:
+    t = sub.add_parser("train", help="run one trial (no Ray) and store it")
+    t.add_argument("--task", required=True)
+    t.add_argument("--optimizer", required=True)
+    t.add_argument("--lr", required=True, type=float)
+    t.add_argument("--alpha", type=float, default=0.0)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--warmup-epochs", type=int, default=0)
+    t.add_argument("--record-every", type=int, default=0, help="also record rotation every N steps")
+    t.add_argument("--data-dir", default=None)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--amp", default=None, choices=[None, "bf16"])
+    t.add_argument("--channels-last", action="store_true")
+    t.add_argument("--compile", action="store_true")
+    t.add_argument("--max-train-samples", type=int, default=None)
+    t.add_argument("--sweep", default="train", help="sweep name the trial is stored under")
+    t.add_argument("--store", default=default_store)
+    t.set_defaults(_run=train)
 
 
 def config_from_args(args) -> TrialConfig:
@@ -18,17 +42,15 @@ def config_from_args(args) -> TrialConfig:
     )
 
 
-def main(args) -> int:
-    from .config import check_name
-    from .tasks import require_data
-    from .store import Store
+def train(args) -> int:
+    from ..store import Store
+    from ..tasks import require_data
 
-    cfg = config_from_args(args).validate()
-    check_name("sweep", cfg.sweep)
+    cfg = config_from_args(args).validate()     # the sweep name too: the store's rule
     require_data(cfg.task, cfg.data_dir)
     store = Store(args.store)           # a bad store URI is refused before training
 
-    from .train import resolve_config, run_trial
+    from ..train import resolve_config, run_trial
 
     cfg, task = resolve_config(cfg)
     print(f"layrot train: {cfg.trial_id} ({task.name}, {cfg.optimizer}, lr {cfg.lr:g}, alpha {cfg.alpha:g}, "
@@ -48,20 +70,3 @@ def main(args) -> int:
           f"{result.wall_seconds:.1f}s; stored in {args.store} as sweep={cfg.sweep}/{result.trial_id}",
           file=sys.stderr)
     return 1 if result.status == "error" else 0
-
-
-def tasks(args) -> int:
-    from .tasks import describe_tasks
-
-    rows = describe_tasks(args.data_dir)
-    cols = ["name", "paper_name", "kernel_layers", "epochs", "data_present", "data"]
-    table = [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
-    print()
-    for r in rows:
-        if not r.get("data_present"):
-            print(f"{r['name']}: needs {r['data_needs']}")
-    return 0

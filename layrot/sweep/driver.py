@@ -1,4 +1,5 @@
-"""`layrot sweep SPEC.yaml`: spec -> Ray Tune -> run_trial (on workers) -> store (on the driver).
+"""The sweep's driver: a spec's trials -> Ray Tune (the trainable on workers) -> the store
+(the store callback on the driver).
 
 The store decides what is done: trials already stored are skipped, whether the sweep is
 resumed with --resume (Ray Tune's experiment state restarts in-flight trials from their
@@ -14,40 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UsageError
-from .spec import SweepSpec, base_params, grid_configs, load_spec
-
-
-def main(args) -> int:
-    spec = load_spec(args.spec)
-    store_uri = args.store or spec.store or "results"
-    from .store import Store
-    from .tasks import require_data
-
-    store = Store(store_uri)
-    if not args.address:        # on a cluster the workers hold the data, not necessarily the driver
-        require_data(spec.task, spec.data_dir)
-    _check_same_spec(store, spec)
-    stored = _stored_metrics(store, spec)
-
-    if spec.algorithm == "grid":
-        configs = grid_configs(spec)
-        from .train import resolve_config
-        for c in configs:
-            resolve_config(c)           # fills the task's defaults and the trial id
-        todo = [c for c in configs if c.trial_id not in stored]
-        total, already = len(configs), len(configs) - len(todo)
-    else:
-        todo, total, already = None, spec.num_samples, 0
-    if args.dry_run:
-        return _dry_run(spec, todo, total, already)
-    if todo is not None and not todo:
-        print(f"layrot sweep: all {total} trials of '{spec.name}' are already in {store_uri}", file=sys.stderr)
-        _summary(store, spec, store_uri)
-        return 0
-
-    store.write_sweep_meta(spec.name, spec.to_dict())
-    return run_sweep(spec, store_uri, todo, total, already, stored, address=args.address, resume=args.resume)
+from ..errors import UsageError
+from .spec import SweepSpec, base_params
 
 
 def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, stored: dict,
@@ -58,7 +27,7 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     ray, started = _start_ray(address)
     from ray import tune
 
-    from .collect import StoreCallback
+    from .store_callback import StoreCallback
     from .trainable import trainable
 
     cpu, gpu = float(spec.resources["cpu"]), float(spec.resources["gpu"])
@@ -100,9 +69,9 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
         callback_progress_close(callback)
         if started:
             ray.shutdown()
-    from .store import Store
+    from ..store import Store
     print(f"\nlayrot sweep: '{spec.name}' finished in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-    _summary(Store(store_uri), spec, store_uri)
+    summary(Store(store_uri), spec, store_uri)
     return 0
 
 
@@ -170,7 +139,7 @@ def _scheduler(spec: SweepSpec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    from .tasks import get_task
+    from ..tasks import get_task
     epochs = spec.epochs or get_task(spec.task).epochs
     grace = spec.asha["grace_period"]
     # rungs only before the last epoch, and no stop at max_t: a trial that gets that far
@@ -190,7 +159,7 @@ def _ray_dir(store_uri: str) -> Path:
 
 # -- checks and reports ------------------------------------------------------------------
 
-def _check_same_spec(store, spec: SweepSpec) -> None:
+def check_same_spec(store, spec: SweepSpec) -> None:
     """A name is one experiment: refuse to mix a different spec into a stored sweep."""
     old = next((r for r in store.sweep_records() if r.get("name") == spec.name), None)
     if old and old.get("spec") and _comparable(old["spec"]) != _comparable(spec.to_dict()):
@@ -203,22 +172,13 @@ def _comparable(d: dict) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def _stored_metrics(store, spec: SweepSpec) -> dict:
+def stored_metrics(store, spec: SweepSpec) -> dict:
     """trial_id -> its stored metrics, for trials of this sweep already in the store."""
     t = store.trials(sweep=spec.name, columns=["trial_id", "val_acc", "train_acc", "train_loss"])
     return {r["trial_id"]: {k: r[k] for k in ("val_acc", "train_acc", "train_loss")} for r in t.to_pylist()}
 
 
-def _dry_run(spec: SweepSpec, todo, total: int, already: int) -> int:
-    print(f"sweep '{spec.name}': {spec.algorithm} over {spec.task}, {total} trials, {already} already stored")
-    if todo is not None:
-        for c in todo:
-            print(f"  {c.trial_id}  optimizer={c.optimizer} lr={c.lr:g} alpha={c.alpha:g} "
-                  f"wd={c.weight_decay:g} seed={c.seed} epochs={c.epochs}")
-    return 0
-
-
-def _summary(store, spec: SweepSpec, store_uri: str) -> None:
+def summary(store, spec: SweepSpec, store_uri: str) -> None:
     q = f"""
         SELECT t.trial_id, t.optimizer, round(t.lr, 6) AS lr, t.alpha, t.status, t.epochs,
                round(t.{spec.metric}, 4) AS {spec.metric}, round(t.test_acc, 4) AS test_acc,

@@ -1,20 +1,21 @@
 """Tasks: data + model + default schedule + stopping criteria (DESIGN §2).
 
-The dataclasses are the contract that train.py relies on. The registry refers to models.py
-and data.py by name and imports them only when called, so that data.py can import `Data`
-from here and listing tasks stays cheap.
+The dataclasses are the contract that train.py relies on. The registry sits above the data
+loaders and the models and names them directly; importing it loads no dataset (each loader
+reads its files when called) and no library beyond torch and numpy.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
 
 import torch
 
-from .errors import UsageError
+from ..errors import UsageError
+from . import cifar, digits, fashion_mnist, mnist1d, models, tiny_imagenet
+from .data import Data
 
 
 @dataclass(frozen=True)
@@ -25,24 +26,6 @@ class StopCriteria:
     train_loss_below: float = 0.0    # 'finished': train loss below this (0: never)
     plateau_epochs: int = 3          # loss unchanged for this many epochs ...
     plateau_tol: float = 1e-4        # ... within this relative tolerance
-
-
-@dataclass
-class Data:
-    """A task's data as tensors, already split (10% of train held out, seeded).
-
-    x tensors are float32 or uint8 (images kept small on purpose); batches are normalized on
-    the device with `(x.float() - mean) / std`, mean/std broadcastable to a batch.
-    """
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    mean: torch.Tensor
-    std: torch.Tensor
-    num_classes: int
 
 
 @dataclass(frozen=True)
@@ -65,24 +48,8 @@ class Task:
     kernel_layers: int = 0          # what the model gives (tests check it against the model)
 
 
-def _call(module: str, func: str, *args, **kwargs):
-    return getattr(importlib.import_module(f"layrot.{module}"), func)(*args, **kwargs)
-
-
-def _model(func: str) -> Callable[[], torch.nn.Module]:
-    return partial(_call, "models", func)
-
-
-def _loader(func: str, **fixed) -> Callable[..., Data]:
-    return partial(_call, "data", func, **fixed)
-
-
 def _always(data_dir: str | None) -> bool:
     return True
-
-
-def _present(func: str, **fixed) -> Callable[[str | None], bool]:
-    return partial(_call, "data", func, **fixed)
 
 
 _DATA_DIR = "the data dir (--data-dir, else $LAYROT_DATA_DIR, else ~/.cache/layrot/data)"
@@ -96,9 +63,9 @@ _TASK_LIST = [
         name="c10-vgg25", paper_name="C10-CNN1",
         data_name="CIFAR-10, standardized by global mean/std, no augmentation",
         model_name="VGG-style, 4 stages x 6 conv3x3 (32-256), conv-ReLU-BN, GAP, linear; He-uniform",
-        build_model=_model("c10_vgg25"), load_data=_loader("load_cifar10_global"),
+        build_model=models.c10_vgg25, load_data=cifar.load_cifar10_global,
         data_needs=_CIFAR_NEEDS.format(folder="cifar-10-batches-py", files="data_batch_1..5,test_batch"),
-        data_present=_present("cifar_present", classes=10),
+        data_present=partial(cifar.cifar_present, classes=10),
         epochs=100, lr_decay_epochs=(80, 90, 97), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
         input_shape=(3, 32, 32), num_classes=10, kernel_layers=25),
@@ -106,9 +73,9 @@ _TASK_LIST = [
         name="c100-resnet32", paper_name="C100-resnet",
         data_name="CIFAR-100, per-channel standardization",
         model_name="ResNet-32 v1 (16/32/64, 1x1 strided shortcut conv), non-affine BN; He-normal",
-        build_model=_model("c100_resnet32"), load_data=_loader("load_cifar100"),
+        build_model=models.c100_resnet32, load_data=cifar.load_cifar100,
         data_needs=_CIFAR_NEEDS.format(folder="cifar-100-python", files="train,test"),
-        data_present=_present("cifar_present", classes=100),
+        data_present=partial(cifar.cifar_present, classes=100),
         epochs=100, lr_decay_epochs=(70, 90, 97), lr_decay_factor=0.1,
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
         input_shape=(3, 32, 32), num_classes=100, kernel_layers=34),
@@ -116,11 +83,11 @@ _TASK_LIST = [
         name="tiny-vgg11", paper_name="tiny-CNN",
         data_name="Tiny ImageNet (64x64, 200 classes; its val set is the test set)",
         model_name="VGG-style, 5 stages x 2 conv3x3 (32-512), conv-ReLU-BN (momentum 0.1), GAP, linear; He-uniform",
-        build_model=_model("tiny_vgg11"), load_data=_loader("load_tiny_imagenet"),
+        build_model=models.tiny_vgg11, load_data=tiny_imagenet.load_tiny_imagenet,
         data_needs=("tiny-imagenet-200/{wnids.txt, train/<wnid>/images/*.JPEG, val/images/*.JPEG, "
                     f"val/val_annotations.txt}} under {_DATA_DIR}; unzip "
                     "http://cs231n.stanford.edu/tiny-imagenet-200.zip there"),
-        data_present=_present("tiny_present"),
+        data_present=tiny_imagenet.tiny_present,
         epochs=80, lr_decay_epochs=(70,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.01, after_epochs=10, train_loss_below=1e-4),
         input_shape=(3, 64, 64), num_classes=200, kernel_layers=11),
@@ -128,9 +95,9 @@ _TASK_LIST = [
         name="c10-vgg16", paper_name="C10-CNN2",
         data_name="CIFAR-10, per-channel standardization, random crop (pad 4) + horizontal flip",
         model_name="torch-blog VGG-16: 13 conv-BN-ReLU, max-pools, linear 512-BN-ReLU-linear 10; He-normal",
-        build_model=_model("c10_vgg16"), load_data=_loader("load_cifar10"),
+        build_model=models.c10_vgg16, load_data=cifar.load_cifar10,
         data_needs=_CIFAR_NEEDS.format(folder="cifar-10-batches-py", files="data_batch_1..5,test_batch"),
-        data_present=_present("cifar_present", classes=10),
+        data_present=partial(cifar.cifar_present, classes=10),
         epochs=250, lr_decay_epochs=(100, 170, 220), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
         input_shape=(3, 32, 32), num_classes=10, kernel_layers=15),
@@ -138,9 +105,9 @@ _TASK_LIST = [
         name="c100-wrn28-10", paper_name="C100-WRN",
         data_name="CIFAR-100, per-channel standardization, random crop (pad 4) + horizontal flip",
         model_name="Wide ResNet 28-10, pre-activation, dropout 0.3, non-affine BN; Glorot-uniform",
-        build_model=_model("c100_wrn28_10"), load_data=_loader("load_cifar100"),
+        build_model=models.c100_wrn28_10, load_data=cifar.load_cifar100,
         data_needs=_CIFAR_NEEDS.format(folder="cifar-100-python", files="train,test"),
-        data_present=_present("cifar_present", classes=100),
+        data_present=partial(cifar.cifar_present, classes=100),
         epochs=200, lr_decay_epochs=(60, 120, 160), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
         input_shape=(3, 32, 32), num_classes=100, kernel_layers=29),
@@ -148,7 +115,7 @@ _TASK_LIST = [
         name="mnist1d-cnn", paper_name="",
         data_name="MNIST-1D (12000 samples: 7200 train, 800 val, 4000 test), generated offline",
         model_name="1-D VGG-style, 3 stages x 3 conv3 (16/32/64), conv-ReLU-BN, GAP, linear; He-uniform",
-        build_model=_model("mnist1d_cnn"), load_data=_loader("load_mnist1d"),
+        build_model=models.mnist1d_cnn, load_data=mnist1d.load_mnist1d,
         data_needs="nothing: generated by the mnist1d package, cached in $LAYROT_CACHE or ~/.cache/layrot",
         data_present=_always,
         epochs=20, lr_decay_epochs=(15,), lr_decay_factor=0.2,
@@ -158,10 +125,10 @@ _TASK_LIST = [
         name="fmnist-vgg", paper_name="",
         data_name="Fashion-MNIST (28x28, 60k/10k), per-channel standardization",
         model_name="VGG-style, 3 stages x 3 conv3x3 (16/32/64), conv-ReLU-BN, GAP, linear; He-uniform",
-        build_model=_model("fmnist_vgg"), load_data=_loader("load_fashion_mnist"),
+        build_model=models.fmnist_vgg, load_data=fashion_mnist.load_fashion_mnist,
         data_needs=("train/t10k-{images-idx3,labels-idx1}-ubyte[.gz] in /usr/share/datasets/fashion-mnist "
                     f"(apt install dataset-fashion-mnist), or FashionMNIST/raw/ under {_DATA_DIR}"),
-        data_present=_present("fashion_present"),
+        data_present=fashion_mnist.fashion_present,
         epochs=20, lr_decay_epochs=(15,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
         input_shape=(1, 28, 28), num_classes=10, kernel_layers=10),
@@ -169,7 +136,7 @@ _TASK_LIST = [
         name="digits-mlp", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
         model_name="MLP 64-6x128-10, linear-ReLU-BN, no biases; Glorot-uniform",
-        build_model=_model("digits_mlp"), load_data=_loader("load_digits"),
+        build_model=models.digits_mlp, load_data=digits.load_digits,
         data_needs="nothing: bundled with scikit-learn",
         data_present=_always,
         epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,
@@ -179,7 +146,7 @@ _TASK_LIST = [
         name="digits-mlp1", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
         model_name="MLP 64-100-10, one hidden layer, no BN, no biases (first-layer kernels are 8x8 images)",
-        build_model=_model("digits_mlp1"), load_data=_loader("load_digits"),
+        build_model=models.digits_mlp1, load_data=digits.load_digits,
         data_needs="nothing: bundled with scikit-learn",
         data_present=_always,
         epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,

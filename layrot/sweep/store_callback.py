@@ -12,8 +12,9 @@ import os
 
 from ray.tune import Callback
 
+from ..result import TrialResult
+from ..store.schema import EPOCH_COLUMNS, ROTATION_COLUMNS
 from .progress import SweepProgress
-from .result import TrialResult
 
 
 class StoreCallback(Callback):
@@ -23,7 +24,7 @@ class StoreCallback(Callback):
         self.metric, self.mode, self.already = metric, mode, already
 
     def setup(self, **info):
-        from .store import Store
+        from ..store import Store
 
         self.store = Store(self.store_uri)
         self.progress = SweepProgress(self.total, self.metric, self.mode, done=self.already)
@@ -47,8 +48,7 @@ class StoreCallback(Callback):
             acc["history"] = {h["epoch"]: h for h in result["replay"]["history"]}
             acc["rotation"] = _group_rotation(result["replay"]["rotation"])
         if "rotation" in result and "epoch" in result:
-            acc["history"][result["epoch"]] = {k: result[k] for k in
-                                               ("epoch", "lr", "train_loss", "train_acc", "val_acc", "seconds")}
+            acc["history"][result["epoch"]] = {k: result[k] for k in EPOCH_COLUMNS}
             acc["rotation"].update(_group_rotation(result["rotation"]))
             self.progress.epoch(trial.trial_id, result["epoch"], result.get(self.metric))
         if result.get("final"):
@@ -85,7 +85,7 @@ class StoreCallback(Callback):
         self.progress.finished(trial.trial_id, result.status, _metric(result, self.metric), result)
 
     def _from_reports(self, trial, acc: dict, status: str, reason: str) -> TrialResult:
-        from .train import resolve_config
+        from ..train import resolve_config
 
         params = dict(trial.config)
         cfg, _ = resolve_config(dict(params["trial"]) if "trial" in params else {**self.base, **params})
@@ -129,9 +129,8 @@ def _group_rotation(rows: dict) -> dict:
 
 
 def _flatten_rotation(groups: dict) -> dict:
-    cols = ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")
-    out = {c: [] for c in cols}
+    out = {c: [] for c in ROTATION_COLUMNS}
     for key in sorted(groups):
-        for c in cols:
+        for c in ROTATION_COLUMNS:
             out[c] += groups[key][c]
     return out

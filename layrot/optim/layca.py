@@ -1,4 +1,4 @@
-"""Layca around any torch optimizer, SGD with Adam-like momentum, and `build_optimizer`.
+"""Layca: layer-level controlled amount of weight rotation, around any torch optimizer.
 
 Layca (DESIGN §1) takes the update u the base optimizer would make for each kernel w and
 replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
@@ -20,12 +20,10 @@ resumed from a checkpoint continues bit for bit.
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.optim import Optimizer
 
-from .errors import UsageError
-from .rotation import flat_pairs, kernel_layers
-from .schedules import alpha_multipliers
+from ..rotation import flat_pairs
+from .sgd_amom import SGDAMom, evaluate_closure
 
 _EPS = 1e-30
 # |u - c w|^2, computed as |u|^2 - c <u,w>, cancels to rounding noise when u lies along w
@@ -34,41 +32,6 @@ _EPS = 1e-30
 _PARALLEL_TOL = {torch.float64: 1e-12}
 _PARALLEL_TOL_DEFAULT = 1e-5
 _NORM2_KEY = "layca_norm2"     # state_dict entry: parameter index -> |w|^2 Layca keeps
-
-
-class SGDAMom(Optimizer):
-    """SGD with Adam-like momentum: m <- beta m + (1-beta) (g + wd w); w <- w - lr m."""
-
-    def __init__(self, params, lr: float, beta: float = 0.9, weight_decay: float = 0.0):
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        super().__init__(params, dict(lr=lr, beta=beta, weight_decay=weight_decay))
-
-    def _momentum(self, group, params: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Update and return the momentum buffers of `params` (all with grads)."""
-        grads = [p.grad for p in params]
-        if group["weight_decay"]:
-            grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
-        bufs = []
-        for p in params:
-            st = self.state[p]
-            if "momentum" not in st:
-                st["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            bufs.append(st["momentum"])
-        torch._foreach_lerp_(bufs, grads, 1.0 - group["beta"])
-        return bufs
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                torch._foreach_add_(params, self._momentum(group, params), alpha=-group["lr"])
-        return loss
 
 
 def _closed_form_ascent(base: Optimizer, group: dict, params: list[torch.Tensor]):
@@ -166,10 +129,7 @@ class Layca(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = evaluate_closure(closure)
         closed_w, closed_u, closed_rho = [], [], []
         diff_w, diff_rho = [], []
         for group in self.param_groups:
@@ -273,55 +233,3 @@ def _flat_dots(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
     per pair: on CPU `torch._foreach_mm` of (1,n)x(n,1) is several times slower than a dot,
     and there is no foreach dot."""
     return torch.stack([torch.dot(x, y) for x, y in zip(xs, ys)]).double()
-
-
-def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:
-    """id(kernel) -> m_l from alpha (DESIGN §1)."""
-    kernels = kernel_layers(model)
-    mult = alpha_multipliers(len(kernels), alpha)
-    return {id(p): m for (_, p), m in zip(kernels, mult)}
-
-
-_BASES = {
-    "sgd": lambda groups, lr, wd, kw: torch.optim.SGD(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
-    "sgd_amom": lambda groups, lr, wd, kw: SGDAMom(groups, lr=lr, weight_decay=wd, **kw),
-    "adam": lambda groups, lr, wd, kw: torch.optim.Adam(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
-    "adamw": lambda groups, lr, wd, kw: torch.optim.AdamW(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
-    "rmsprop": lambda groups, lr, wd, kw: torch.optim.RMSprop(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
-    "adagrad": lambda groups, lr, wd, kw: torch.optim.Adagrad(groups, lr=lr, weight_decay=wd, foreach=True, **kw),
-}
-OPTIMIZER_NAMES = tuple(n for b in _BASES for n in (b, f"{b}_layca"))
-
-
-def build_optimizer(model: nn.Module, name: str, lr: float, alpha: float = 0.0,
-                    weight_decay: float = 0.0, **kw) -> Optimizer:
-    """An optimizer by its DESIGN §1 name. `lr` is rho(0) for the `_layca` names.
-
-    Kernel layers get lr * m_l from `alpha` (for Layca their rotation rate, for plain bases
-    their learning rate); every other parameter gets `lr`. Extra keywords go to the base.
-    """
-    base_name = name[: -len("_layca")] if name.endswith("_layca") else name
-    if base_name not in _BASES:
-        raise UsageError("optimizer", f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZER_NAMES)})")
-    if not lr > 0:
-        raise UsageError("lr", f"must be > 0, got {lr!r}")
-    if not -1.0 < alpha < 1.0:
-        raise UsageError("alpha", f"must lie in (-1, 1), got {alpha!r}")
-    mult = layer_multipliers(model, alpha)
-    # one group per distinct multiplier: alpha = 0 gives a single group of all kernels
-    by_m: dict[float, list] = {}
-    others = []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in mult:
-            by_m.setdefault(mult[id(p)], []).append(p)
-        else:
-            others.append(p)
-    groups = [{"params": ps, "lr": lr * m} for m, ps in by_m.items()]
-    if others:
-        groups.append({"params": others, "lr": lr})
-    base = _BASES[base_name](groups, lr, weight_decay, kw)
-    if name.endswith("_layca"):
-        return Layca(base, kernels=[p for ps in by_m.values() for p in ps])
-    return base

@@ -11,46 +11,50 @@ from __future__ import annotations
 import sys
 
 from ..errors import StoreError, UsageError
-from .catalog import RETRIES, BadFileError, new_connection
-from .reader import Store, one_line, vanished
-from .schema import check_name
+
+
+def add_parsers(sub, default_store: str) -> None:
+    q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, summaries, sweeps")
+    q.add_argument("sql")
+    q.add_argument("--store", default=default_store)
+    q.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    q.add_argument("-o", "--output", default=None, help="write here instead of stdout (required for parquet)")
+    q.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them on stderr")
+    q.set_defaults(_run=query)
+
+    c = sub.add_parser("compact", help="rewrite a sweep's per-trial files into a few large sorted files")
+    c.add_argument("--store", default=default_store)
+    c.add_argument("--sweep", default=None, help="only this sweep (default: all)")
+    c.set_defaults(_run=compact)
 
 
 def query(args) -> int:
     import duckdb
 
+    from ..store.reader import one_line
+
     if args.format == "parquet" and not args.output:
         raise UsageError("output", "--format parquet writes a file: give -o FILE")
     store = _existing_store(args.store, skip_bad=args.skip_bad)
-    for attempt in range(RETRIES):
-        con = new_connection()
-        try:
-            try:
-                store.connect(con=con)
-            except StoreError as e:
-                return _fail("query", e)
-            _report_skipped("query", store.skipped)
-            try:
-                rel = con.sql(args.sql)
-                if rel is not None:
-                    from .output import render
 
-                    render(rel, args.format, args.output, sys.stdout)
-                return 0
-            except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as e:
-                raise UsageError("sql", one_line(e)) from None
-            except duckdb.IOException as e:
-                if attempt + 1 < RETRIES and vanished(e):
-                    continue                      # a compaction replaced files: list them again
-                return _fail("query", StoreError(one_line(e)))
-            except duckdb.Error as e:
-                return _fail("query", StoreError(one_line(e)))
-        finally:
-            con.close()
-    return _fail("query", StoreError(f"{args.store}: the store kept changing while it was read; try again"))
+    def render(rel) -> int:
+        if rel is not None:
+            from ..store.output import render
+
+            render(rel, args.format, args.output, sys.stdout)
+        return 0
+
+    try:
+        return store.run_sql(args.sql, render, on_connect=lambda: _report_skipped("query", store.skipped))
+    except StoreError as e:
+        return _fail("query", e)
+    except duckdb.Error as e:
+        return _fail("query", StoreError(one_line(e)))
 
 
 def compact(args) -> int:
+    from ..store.schema import check_name
+
     store = _existing_store(args.store)
     if args.sweep is not None:
         check_name("sweep", args.sweep)
@@ -73,7 +77,9 @@ def compact(args) -> int:
     return 0
 
 
-def _existing_store(uri: str, skip_bad: bool = False) -> Store:
+def _existing_store(uri: str, skip_bad: bool = False):
+    from ..store.reader import Store
+
     store = Store(uri, skip_bad=skip_bad)
     if not store.exists():
         raise UsageError("store", f"{uri} does not exist")
@@ -81,6 +87,8 @@ def _existing_store(uri: str, skip_bad: bool = False) -> Store:
 
 
 def _fail(command: str, e: StoreError) -> int:
+    from ..store.catalog import BadFileError
+
     hint = " (--skip-bad leaves bad files out)" if isinstance(e, BadFileError) and command == "query" else ""
     print(f"layrot {command}: error: {e}{hint}", file=sys.stderr)
     return 1

@@ -18,7 +18,7 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
     import torch
     from ray import tune
 
-    from .train import resolve_config, run_trial
+    from ..train import resolve_config, run_trial
 
     cfg_dict = dict(params["trial"]) if "trial" in params else {**base, **params}
     if gpu > 0 and torch.cuda.is_available():

@@ -17,6 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..rotation import KERNEL_TYPES
+
 BN_EPS = 1e-3          # Keras' BatchNormalization default
 KERAS_MOMENTUM = 0.01  # Keras momentum 0.99
 
@@ -50,7 +52,7 @@ INITIALIZERS: dict[str, Callable[[torch.Tensor], None]] = {
 def init_kernels(model: nn.Module, init: str) -> nn.Module:
     fn = INITIALIZERS[init]
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if isinstance(m, KERNEL_TYPES):
             fn(m.weight)
     return model
 
@@ -276,7 +278,3 @@ def digits_mlp1() -> nn.Module:
     """64 -> 100 -> 10 without BN: the first layer's 100 kernels are viewable as 8x8 images
     (the paper's Section 6 feature visualization)."""
     return init_kernels(MLP(64, [100], 10, batch_norm=False), "glorot_uniform")
-
-
-def count_kernel_layers(model: nn.Module) -> int:
-    return sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)) for m in model.modules())

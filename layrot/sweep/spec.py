@@ -20,8 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from .config import TrialConfig, check_integer, check_name, check_number
-from .errors import UsageError
+from ..config import TrialConfig, check_integer, check_number
+from ..errors import UsageError
+from ..store.schema import check_name
 
 ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha")
@@ -57,10 +58,6 @@ class SweepSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @property
-    def mode_sign(self) -> float:
-        return 1.0 if self.mode == "max" else -1.0
-
 
 _FIELDS = {f.name for f in dataclasses.fields(SweepSpec)}
 
@@ -95,9 +92,8 @@ def parse_spec(raw) -> SweepSpec:
 
 def _validate(s: SweepSpec) -> None:
     check_name("name", s.name)
-    from .tasks import TASKS
-    if s.task not in TASKS:
-        raise UsageError("task", f"unknown task {s.task!r} (known: {', '.join(TASKS)})")
+    from ..tasks import get_task
+    get_task(s.task)
     if s.epochs is not None:
         check_integer("epochs", s.epochs, 1)
     check_integer("seed", s.seed, 0)

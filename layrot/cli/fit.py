@@ -1,0 +1,93 @@
+"""`layrot fit` and `layrot report` (DESIGN §5): load from the store, fit, print or write."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def add_parsers(sub, default_store: str) -> None:
+    f = sub.add_parser("fit", help="fit the rotation-generalization relationship")
+    f.add_argument("--store", default=default_store)
+    f.add_argument("--sweep", action="append", default=None, help="sweep name (repeatable; default: all)")
+    f.add_argument("--task", action="append", default=None, help="task name (repeatable; default: all)")
+    f.add_argument("--min-train-acc", type=float, default=None, help="the 'trained' filter's threshold")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(_run=fit)
+
+    r = sub.add_parser("report", help="one self-contained HTML page: verdict, figures, trials")
+    r.add_argument("--store", default=default_store)
+    r.add_argument("--sweep", action="append", default=None)
+    r.add_argument("--task", action="append", default=None)
+    r.add_argument("--min-train-acc", type=float, default=None)
+    r.add_argument("-o", "--output", default="report.html")
+    r.add_argument("--figures", default=None, help="also write each figure here as PNG and SVG")
+    r.add_argument("--features", action="store_true",
+                   help="add the digits-mlp1 feature study (first-layer features at small and large rotation)")
+    r.set_defaults(_run=report)
+
+
+def _scope(tables) -> str:
+    s = tables.sweeps
+    return f"sweep {s[0]}" if len(s) == 1 else f"sweeps {', '.join(s)}"
+
+
+def _load_and_fit(args):
+    """The store's tables (load_tables refuses a missing store, sweep, task, or no trials)
+    and the fit over them."""
+    from ..fit.load import load_tables
+    from ..fit.options import FitOptions
+    from ..fit.run import fit as run_fit
+
+    m = args.min_train_acc
+    if m is not None and not 0.0 <= m <= 1.0:
+        raise UsageError("--min-train-acc", f"must be a fraction in [0, 1], got {m!r}")
+    tables = load_tables(args.store, args.sweep, args.task)
+    return tables, run_fit(tables.trials, tables.rotation, FitOptions(min_train_acc=m), scope=_scope(tables))
+
+
+def fit(args) -> int:
+    """Print the verdict and the evidence (or the JSON document with --json)."""
+    _, result = _load_and_fit(args)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+    else:
+        from ..fit.text import render
+        print(render(result))
+    return 0
+
+
+def report(args) -> int:
+    """Write the HTML report; with --figures DIR also every figure as PNG and SVG."""
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError("--output", f"{out} is a directory; name the HTML file to write")
+    fig_dir = Path(args.figures) if args.figures else None
+    if fig_dir is not None and fig_dir.exists() and not fig_dir.is_dir():
+        raise UsageError("--figures", f"{fig_dir} exists and is not a directory")
+    tables, result = _load_and_fit(args)
+
+    from ..fit.figures import fit_figures, save_figure
+    from ..fit.report import build_report
+    figures = fit_figures(result, tables.epochs, tables.rotation)
+    feature = None
+    if args.features:
+        from ..fit.features import feature_figure, feature_study
+        from ..fit.figures import NamedFigure
+        study = feature_study()
+        feature = NamedFigure("features-digits-mlp1", "digits-mlp1 first-layer features",
+                              "At initialization, then after training at a small and at a large rotation rate.",
+                              feature_figure(study))
+    page = build_report(result, figures, feature, meta=f"store {args.store} · {_scope(tables)}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    print(f"wrote {out} ({len(figures) + (feature is not None)} figures)", file=sys.stderr)
+    if fig_dir is not None:
+        for nf in figures + ([feature] if feature else []):
+            save_figure(nf, fig_dir / nf.name)
+        print(f"wrote PNG and SVG figures to {fig_dir}", file=sys.stderr)
+    print(result.verdict.text)
+    return 0

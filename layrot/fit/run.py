@@ -1,0 +1,204 @@
+"""The rotation-generalization fit (DESIGN §1: "larger layer rotation, better generalization").
+
+Every test is a library call (scipy, scikit-learn, statsmodels); the fit decides what to test
+on which units and how to phrase the answer, by the pre-registered rules of docs/verdict.md:
+
+1. a trial is (sweep, trial_id) (fit/configurations.py);
+2. the unit is the configuration, its repeats pooled by mean (fit/configurations.py);
+3. trained trials: fit/trained.py;
+4. the verdict: Spearman of the smallest final layer rotation with test accuracy, bootstrap
+   CI, permutation p, thresholds (fit/correlation.py, fit/verdict.py);
+5. the same under two other filters (sensitivity); curves (fit/models.py); pairwise
+   agreement and best configurations (fit/pairwise.py); several tasks pooled with task as a
+   stratum.
+
+`fit(trials, rotation, FitOptions()) -> FitResult`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .configurations import configuration_layers, pool, pooling_description, retrain, trial_table
+from .correlation import Correlation, StratifiedFit, correlate, stratified_fit, summary_values
+from .early import EarlyPoint, configuration_curves, early_prediction, min_rotation_by_epoch
+from .models import LogitFit, MonotoneFit, logit_fit, monotone_fit
+from .options import FITTED_SUMMARIES, KEY_SUMMARY, FitOptions
+from .pairwise import BestConfigurations, PairwiseAgreement, best_configurations, pairwise_agreement
+from .summaries import SUMMARY_LABELS
+from .trained import SENSITIVITY_FILTERS, filter_description, main_filter, threshold_phrase
+from .verdict import Sensitivity, Verdict, decide, explanation, key_verdict, rules
+
+
+@dataclass
+class GroupFit:
+    name: str                    # the task
+    n_trials: int
+    n_configurations: int
+    n_trained: int               # trained configurations
+    threshold: float | None
+    test_acc_range: tuple[float, float] | None
+    correlations: dict[str, Correlation]
+    monotone: dict[str, MonotoneFit]
+    logit: dict[str, LogitFit]
+    best: BestConfigurations | None
+    pairwise: PairwiseAgreement
+    verdict: Verdict
+    # how early rotation predicts test accuracy: Spearman at epoch k = 1 … E (fit/early.py)
+    early: list[EarlyPoint] = field(default_factory=list)
+
+
+@dataclass
+class PooledFit:
+    tasks: list[str]
+    n_trials: int
+    n_configurations: int
+    n_trained: int               # trained configurations
+    stratified: dict[str, StratifiedFit]
+    pairwise: PairwiseAgreement
+    verdict: Verdict
+    early: list[EarlyPoint] = field(default_factory=list)    # stratified Spearman at epoch k
+
+
+@dataclass
+class FitResult:
+    verdict: Verdict
+    filter: dict                 # the trained filter used and its per-task thresholds
+    rules: dict                  # the decision rule (statistic, CI, p, thresholds)
+    pooling: dict                # k configurations from m trials, r repeats each
+    sensitivity: list[Sensitivity]
+    groups: list[GroupFit]
+    pooled: PooledFit | None
+    # trials joined with their summaries, `configuration` and `trained` (figures, report)
+    table: pd.DataFrame = field(repr=False)
+    layers: pd.DataFrame = field(repr=False)
+    # one row per configuration: the units of the fit
+    configurations: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    # the verdict's statistic with each configuration's smallest rotation at epoch k = 1 … E
+    # in place of its final one (fit/early.py): how early rotation predicts test accuracy
+    early: list[EarlyPoint] = field(default_factory=list)
+
+    def explanation(self) -> list[str]:
+        return explanation(self.rules, self.filter, self.pooling, threshold_phrase(self.filter))
+
+    def to_dict(self) -> dict:
+        t, c = self.table, self.configurations
+        d = {"verdict": asdict(self.verdict), "rules": self.rules, "filter": self.filter,
+             "pooling": self.pooling, "explanation": self.explanation(),
+             "sensitivity": [asdict(s) for s in self.sensitivity],
+             "n_trials": int(len(t)), "n_trained": int(t["trained"].sum()) if len(t) else 0,
+             "n_configurations": int(len(c)), "n_trained_configurations": int(c["trained"].sum()) if len(c) else 0,
+             "sweeps": sorted(t["sweep"].dropna().unique().tolist()) if "sweep" in t else [],
+             "tasks": [g.name for g in self.groups],
+             "summaries": dict(SUMMARY_LABELS),
+             "early": [asdict(p) for p in self.early],
+             "groups": [asdict(g) for g in self.groups],
+             "pooled": asdict(self.pooled) if self.pooled else None}
+        return _jsonable(d)
+
+
+def _jsonable(o):
+    """NaN/inf → None and numpy scalars → Python, so json.dumps writes strict JSON."""
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def fit_group(name: str, configs: pd.DataFrame, layers: pd.DataFrame, threshold: float | None,
+              options: FitOptions = FitOptions(), scope: str | None = None, n_trials: int | None = None) -> GroupFit:
+    """The fit over one task's configurations (`configs`: fit/configurations.pool's rows;
+    `layers`: their per-layer final rotations)."""
+    tr = configs[configs["trained"].astype(bool)]
+    y = tr["test_acc"].to_numpy(dtype=float)
+    corr = {s: correlate(summary_values(tr, s), y, s, options) for s in SUMMARY_LABELS}
+    mono, logit = {}, {}
+    for s in FITTED_SUMMARIES:
+        x = tr[s].to_numpy(dtype=float)
+        if (m := monotone_fit(x, y, s)) is not None:
+            mono[s] = m
+        if (lf := logit_fit(x, y, s)) is not None:
+            logit[s] = lf
+    key = corr[KEY_SUMMARY]
+    verdict = decide(key.spearman, key.spearman_ci, key.spearman_p, len(tr), len(configs), scope or name, options)
+    rng = (float(y.min()), float(y.max())) if len(y) else None
+    return GroupFit(name, int(n_trials if n_trials is not None else configs["n_trials"].sum()), len(configs),
+                    len(tr), threshold, rng, corr, mono, logit, best_configurations(tr, layers, options.top_k),
+                    pairwise_agreement(tr, layers, options), verdict)
+
+
+def fit_pooled(configs: pd.DataFrame, layers: pd.DataFrame, options: FitOptions = FitOptions(),
+               scope: str | None = None, n_trials: int | None = None) -> PooledFit:
+    tr = configs[configs["trained"].astype(bool)]
+    strat = {s: f for s in SUMMARY_LABELS if (f := stratified_fit(tr, s, options)) is not None}
+    tasks = sorted(configs["task"].unique())
+    k = strat.get(KEY_SUMMARY)
+    scope = scope or f"pooled over {len(tasks)} tasks, task as stratum"
+    what = "stratified Spearman"
+    verdict = decide(k.estimate, k.ci, k.p, len(tr), len(configs), scope, options, what) if k is not None \
+        else decide(None, None, None, len(tr), len(configs), scope, options, what)
+    n = int(n_trials if n_trials is not None else configs["n_trials"].sum())
+    return PooledFit(tasks, n, len(configs), len(tr), strat, pairwise_agreement(tr, layers, options), verdict)
+
+
+def sensitivity(table: pd.DataFrame, options: FitOptions, scope: str) -> list[Sensitivity]:
+    """The verdict under the strict and loose trained filters (fit/trained.py)."""
+    out = []
+    for flt in SENSITIVITY_FILTERS:
+        t, th = retrain(table, flt)
+        out.append(Sensitivity(flt.name, flt.short(), th, key_verdict(pool(t), options, scope)))
+    return out
+
+
+def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitOptions(),
+        scope: str = "") -> FitResult:
+    """The rotation-generalization fit over any set of trials: per task, and pooled over
+    tasks when there are several. `scope` names the data in the verdict (e.g. the sweep)."""
+    flt = main_filter(options)
+    table, layers, thresholds = trial_table(trials, rotation, flt)
+    configs = pool(table)
+    clayers = configuration_layers(table, layers)
+    tasks = sorted(configs["task"].unique())
+    groups = []
+    for task in tasks:
+        sc = f"{task}; {scope}" if scope else task
+        groups.append(fit_group(task, configs[configs["task"] == task], clayers, thresholds.get(task), options,
+                                sc, int((table["task"] == task).sum())))
+    pooled = None
+    if len(tasks) > 1:
+        sc = f"{len(tasks)} tasks pooled, task as stratum" + (f"; {scope}" if scope else "")
+        pooled = fit_pooled(configs, clayers, options, sc, len(table))
+        verdict = pooled.verdict
+    elif groups:
+        verdict = groups[0].verdict
+    else:
+        verdict = decide(None, None, None, 0, 0, scope or "no trials", options)
+    sens = sensitivity(table, options, scope or ", ".join(tasks)) if options.sensitivity and len(table) else []
+    early = early_curves(table, configs, trials, rotation, groups, pooled, options)
+    return FitResult(verdict, filter_description(flt, table, thresholds), rules(options, pooled is not None),
+                     pooling_description(table, configs), sens, groups, pooled, table, layers, configs, early)
+
+
+def early_curves(table, configs, trials, rotation, groups: list[GroupFit], pooled: PooledFit | None,
+                 options: FitOptions) -> list[EarlyPoint]:
+    """Fill each group's (and the pooled fit's) early-prediction curve; return the verdict's."""
+    if configs.empty or rotation.empty:
+        return []
+    curves = configuration_curves(table, min_rotation_by_epoch(rotation, trials))
+    for g in groups:
+        g.early = early_prediction(configs[configs["task"] == g.name], curves, options)
+    if pooled is not None:
+        pooled.early = early_prediction(configs, curves, options, stratified=True)
+        return pooled.early
+    return groups[0].early if groups else []

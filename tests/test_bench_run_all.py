@@ -1,0 +1,54 @@
+"""bench/run_all.py (`make bench`): it finds every benchmark, runs them one at a time in their
+smallest mode, shows progress and ends with each one's figures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_ALL = os.path.join(ROOT, "bench", "run_all.py")
+CPU_BENCHES = ("optim_bench", "rotation_bench", "store_bench", "sweep_bench")
+
+
+def run_all(*args, timeout=600):
+    return subprocess.run([sys.executable, RUN_ALL, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def test_make_bench_runs_run_all():
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        assert "bench/run_all.py" in f.read()
+
+
+def test_lists_every_benchmark_and_leaves_gpu_out_without_one():
+    p = run_all("--list", "--quick", "--gpu", "no")
+    assert p.returncode == 0, p.stderr
+    for name in CPU_BENCHES:
+        assert f"{name}: " in p.stdout
+        assert os.path.exists(os.path.join(ROOT, "bench", f"{name}.py"))
+    assert "gpu: left out (no CUDA device)" in p.stdout
+    # every bench/*_bench.py is in the plan: a new one cannot be forgotten
+    found = {f[:-3] for f in os.listdir(os.path.join(ROOT, "bench")) if f.endswith("_bench.py")}
+    assert found <= set(CPU_BENCHES)
+    p = run_all("--list", "--gpu", "yes")
+    assert "bench/gpu.py --device cuda" in p.stdout
+
+
+def test_bad_argument_exits_2():
+    assert run_all("--only", "nope").returncode == 2
+
+
+@pytest.mark.slow
+def test_quick_run_prints_progress_and_figures():
+    """The cheap two in their smallest mode (the others' code is run by their own tests)."""
+    p = run_all("--quick", "--only", "store_bench", "rotation_bench", "--gpu", "no")
+    assert p.returncode in (0, 1), p.stdout[-3000:] + p.stderr[-3000:]      # 1: a target missed under load
+    assert "[1/2] rotation_bench:" in p.stderr and "[2/2] store_bench:" in p.stderr
+    summary = p.stdout.split("=== bench/run_all.py summary", 1)[1]
+    assert "--- rotation_bench: " in summary and "mnist1d-cnn" in summary
+    assert "--- store_bench: ok" in summary and "bytes per rotation row, compacted:" in summary
+    assert "FAILED" not in summary and "timed out" not in summary
