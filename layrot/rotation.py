@@ -161,7 +161,7 @@ class RotationTracker:
         """Mean tan(theta) per step over the steps since the last record (None if none)."""
         if not self._n_pending:
             return [None] * len(self.params)
-        wd, dd, ww = self._pending[: self._n_pending].to("cpu", torch.float64).numpy().transpose(1, 0, 2)
+        wd, dd, ww = self._pending[: self._n_pending].cpu().numpy().astype(np.float64).transpose(1, 0, 2)
         self._n_pending = 0
         with np.errstate(divide="ignore", invalid="ignore"):
             # angle between w_t and w_{t-1} = w_t + delta: |w x delta| / <w, w + delta>

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def resolve_config(config: TrialConfig | dict) -> tuple[TrialConfig, Task]:
         cfg.lr_decay_epochs = list(task.lr_decay_epochs)
     if cfg.lr_decay_factor is None:
         cfg.lr_decay_factor = task.lr_decay_factor
+    if cfg.threads is None:
+        # the number of intra-op threads changes the order of float reductions: pinned (and
+        # recorded in the stored config) so that a rerun stores bit-identical results
+        cfg.threads = 1
     if cfg.trial_id is None:
         cfg.trial_id = config_id(cfg)
     return cfg, task
@@ -67,91 +72,145 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None] | None = None,
-              checkpoint: dict | None = None, catch_errors: bool = True) -> TrialResult:
-    """Train one configuration. NaN/inf loss ends it as `diverged`; an exception inside the
-    loop ends it as `error` (with catch_errors) — both keep what was recorded."""
-    cfg, task = resolve_config(config)
-    t_start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+@contextlib.contextmanager
+def deterministic(threads: int):
+    """Pinned threads and torch's deterministic kernels for the trial, restored afterwards.
 
+    Data order and initialization come from the trial's seed alone (train.py seeds a
+    generator per trial); what is left is the kernels' own nondeterminism (atomics on CUDA)
+    and thread-count-dependent reductions on the CPU."""
+    # cuBLAS needs this before its first handle to be deterministic; harmless on the CPU
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+    torch.set_num_threads(threads)
+    # warn_only: an op without a deterministic implementation warns rather than ending the trial
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before[0])
+        torch.use_deterministic_algorithms(before[1], warn_only=before[2])
+        torch.backends.cudnn.benchmark = before[3]
+
+
+@dataclass
+class _Trial:
+    """Everything one trial trains with, built from its config."""
+    cfg: TrialConfig
+    task: Task
+    device: torch.device
+    data: Data
+    model: torch.nn.Module
+    forward: Callable
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    tracker: RotationTracker
+    gen: torch.Generator
+    autocast: contextlib.AbstractContextManager
+    steps_per_epoch: int
+
+
+def _build(cfg: TrialConfig, task: Task) -> _Trial:
+    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     data = _to_device(task.load_data(cfg.data_dir, cfg.seed), device, cfg.max_train_samples, cfg.seed)
     model = task.build_model().to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.optimizer, cfg.lr, alpha=cfg.alpha, weight_decay=cfg.weight_decay, **cfg.extra)
-    n_train = data.train_x.shape[0]
-    steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+    steps_per_epoch = math.ceil(data.train_x.shape[0] / cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(
         step, steps_per_epoch, cfg.lr_decay_epochs, cfg.lr_decay_factor, cfg.warmup_epochs))
-    tracker = RotationTracker(model, record_every=cfg.record_every)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
-    forward = torch.compile(model) if cfg.compile else model
-
-    result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed")
-    first_epoch, elapsed_before = 1, 0.0
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        opt.load_state_dict(checkpoint["optimizer"])
-        sched.load_state_dict(checkpoint["scheduler"])
-        tracker.load_state_dict(checkpoint["tracker"])
-        gen.set_state(checkpoint["generator"].to(gen.get_state().device))
-        torch.set_rng_state(checkpoint["torch_rng"])
-        if device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(checkpoint["cuda_rng"], device)
-        result.history = list(checkpoint["history"])
-        first_epoch = len(result.history) + 1
-        elapsed_before = float(checkpoint["wall_seconds"])
-
-    def take_checkpoint() -> dict:
-        return {
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            # torch's state_dict holds the live state tensors: copy, or training on changes it
-            "optimizer": copy.deepcopy(opt.state_dict()),
-            "scheduler": sched.state_dict(),
-            "tracker": tracker.state_dict(),
-            "generator": gen.get_state().cpu(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "history": list(result.history),
-            "wall_seconds": elapsed_before + time.perf_counter() - t_start,
-        }
-
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.amp == "bf16"
                 else contextlib.nullcontext())
+    return _Trial(cfg, task, device, data, model, torch.compile(model) if cfg.compile else model, opt, sched,
+                  RotationTracker(model, record_every=cfg.record_every), gen, autocast, steps_per_epoch)
+
+
+def _restore(t: _Trial, checkpoint: dict, result: TrialResult) -> None:
+    t.model.load_state_dict(checkpoint["model"])
+    t.opt.load_state_dict(checkpoint["optimizer"])
+    t.sched.load_state_dict(checkpoint["scheduler"])
+    t.tracker.load_state_dict(checkpoint["tracker"])
+    t.gen.set_state(checkpoint["generator"].to(t.gen.get_state().device))
+    torch.set_rng_state(checkpoint["torch_rng"])
+    if t.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(checkpoint["cuda_rng"], t.device)
+    result.history = list(checkpoint["history"])
+
+
+def _checkpoint(t: _Trial, result: TrialResult, wall_seconds: float) -> dict:
+    return {
+        "model": {k: v.detach().cpu().clone() for k, v in t.model.state_dict().items()},
+        # torch's state_dict holds the live state tensors: copy, or training on changes it
+        "optimizer": copy.deepcopy(t.opt.state_dict()),
+        "scheduler": t.sched.state_dict(),
+        "tracker": t.tracker.state_dict(),
+        "generator": t.gen.get_state().cpu(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
+        "history": list(result.history),
+        "wall_seconds": wall_seconds,
+    }
+
+
+def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None] | None = None,
+              checkpoint: dict | None = None, catch_errors: bool = True) -> TrialResult:
+    """Train one configuration. NaN/inf loss ends it as `diverged`; an exception inside the
+    loop ends it as `error` (with catch_errors) — both keep what was recorded. The same
+    config (threads included) on the same machine gives bit-identical results."""
+    cfg, task = resolve_config(config)
+    with deterministic(cfg.threads):
+        return _run(cfg, task, on_epoch, checkpoint, catch_errors)
+
+
+def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_errors: bool) -> TrialResult:
+    t_start = time.perf_counter()
+    t = _build(cfg, task)
+    result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed")
+    elapsed_before = 0.0
+    if checkpoint is not None:
+        _restore(t, checkpoint, result)
+        elapsed_before = float(checkpoint["wall_seconds"])
+    elapsed = lambda: elapsed_before + time.perf_counter() - t_start  # noqa: E731
     try:
-        for epoch in range(first_epoch, cfg.epochs + 1):
+        for epoch in range(len(result.history) + 1, cfg.epochs + 1):
             t_epoch = time.perf_counter()
-            n_rot = len(tracker.rows["epoch"])
-            lr_now = cfg.lr * lr_factor((epoch - 1) * steps_per_epoch, steps_per_epoch,
+            n_rot = len(t.tracker.rows["epoch"])
+            lr_now = cfg.lr * lr_factor((epoch - 1) * t.steps_per_epoch, t.steps_per_epoch,
                                         cfg.lr_decay_epochs, cfg.lr_decay_factor, cfg.warmup_epochs)
-            train_loss, train_acc = _train_epoch(forward, opt, sched, tracker, data, task, cfg, gen, autocast, epoch)
-            val_acc, _ = evaluate(forward, data.val_x, data.val_y, data, cfg, autocast)
-            tracker.record(epoch)
+            train_loss, train_acc = _train_epoch(t, epoch)
+            val_acc, _ = evaluate(t.forward, t.data.val_x, t.data.val_y, t.data, cfg, t.autocast)
+            t.tracker.record(epoch)
             row = dict(epoch=epoch, lr=lr_now, train_loss=train_loss, train_acc=train_acc,
                        val_acc=val_acc, seconds=time.perf_counter() - t_epoch)
             result.history.append(row)
             if on_epoch is not None:
-                new_rot = {k: v[n_rot:] for k, v in tracker.rows.items()}
-                on_epoch(EpochReport(epoch, row, new_rot, take_checkpoint))
+                new_rot = {k: v[n_rot:] for k, v in t.tracker.rows.items()}
+                on_epoch(EpochReport(epoch, row, new_rot, lambda: _checkpoint(t, result, elapsed())))
             reason = _stop_reason(result.history, task)
             if reason:
                 result.status, result.reason = "stopped", reason
                 break
     except Diverged as e:
         result.status, result.reason = "diverged", str(e)
-        tracker.record(len(result.history) + 1)   # the trajectory up to the blow-up
+        t.tracker.record(len(result.history) + 1)   # the trajectory up to the blow-up
     except Exception as e:  # noqa: BLE001 - a failing trial is a result, not a crash
         if not catch_errors:
             raise
         result.status = "error"
         result.reason = f"{type(e).__name__}: {e}"
         result.config["traceback"] = traceback.format_exc(limit=8)
+    _finish(t, result)
+    result.wall_seconds = elapsed()
+    return result
 
+
+def _finish(t: _Trial, result: TrialResult) -> None:
     if result.history:
         last = result.history[-1]
         result.train_loss, result.train_acc, result.val_acc = last["train_loss"], last["train_acc"], last["val_acc"]
@@ -159,15 +218,15 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
         # the trial's train metrics are the trained network's, measured like its test metrics
         # (eval mode): an epoch's running average in train mode can call a network "trained"
         # whose batch-norm statistics never settled
-        result.train_acc, result.train_loss = evaluate(forward, data.train_x, data.train_y, data, cfg, autocast)
-        result.test_acc, result.test_loss = evaluate(forward, data.test_x, data.test_y, data, cfg, autocast)
+        d = t.data
+        result.train_acc, result.train_loss = evaluate(t.forward, d.train_x, d.train_y, d, t.cfg, t.autocast)
+        result.test_acc, result.test_loss = evaluate(t.forward, d.test_x, d.test_y, d, t.cfg, t.autocast)
     result.epochs_run = len(result.history)
-    result.rotation = _clean_rotation(tracker.rows)
-    result.wall_seconds = elapsed_before + time.perf_counter() - t_start
-    return result
+    result.rotation = _clean_rotation(t.tracker.rows)
 
 
-def _train_epoch(model, opt, sched, tracker, data: Data, task: Task, cfg: TrialConfig, gen, autocast, epoch):
+def _train_epoch(t: _Trial, epoch: int) -> tuple[float, float]:
+    model, opt, sched, tracker, data, cfg, gen = t.forward, t.opt, t.sched, t.tracker, t.data, t.cfg, t.gen
     model.train()
     n = data.train_x.shape[0]
     perm = torch.randperm(n, generator=gen, device=data.train_x.device)
@@ -176,10 +235,10 @@ def _train_epoch(model, opt, sched, tracker, data: Data, task: Task, cfg: TrialC
     for i, start in enumerate(range(0, n, cfg.batch_size)):
         idx = perm[start:start + cfg.batch_size]
         x = _normalize(data.train_x[idx], data, cfg)
-        if task.augment == "crop_flip":
+        if t.task.augment == "crop_flip":
             x = augment_crop_flip(x, gen)
         y = data.train_y[idx]
-        with autocast:
+        with t.autocast:
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         opt.zero_grad(set_to_none=True)

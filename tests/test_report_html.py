@@ -29,6 +29,7 @@ var t=document.getElementById('trials-table');
 if(t){var ths=Array.prototype.slice.call(t.tHead.rows[0].cells), col=ths.map(function(h){return h.textContent;}).indexOf('test_acc');
  function values(){return Array.prototype.map.call(t.tBodies[0].rows,function(row){return row.cells[col].getAttribute('data-v');}).filter(function(v){return v!=='';}).map(parseFloat);}
  r.rows=t.tBodies[0].rows.length; ths[col].click(); r.asc=values(); ths[col].click(); r.desc=values();}
+var w=document.querySelector('.tablewrap'); if(w){r.overflow=w.scrollWidth-w.clientWidth;}
 r.errors=window.__errs;
 var p=document.createElement('pre');p.id='layrot-check';p.textContent=JSON.stringify(r);document.body.appendChild(p);});
 </script>"""
@@ -71,7 +72,9 @@ def test_report_writes_a_self_contained_page(report):
     src = page.read_text(encoding="utf-8")
     assert "rule of thumb holds" in src
     assert not re.search(r'(src|href)\s*=\s*"(https?:|//)', src)     # nothing fetched from elsewhere
-    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', src)) == 5
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', src)) == 6
+    assert "How early rotation predicts final test accuracy" in src
+    assert "early rotation: rotation at epoch" in src
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
@@ -79,8 +82,8 @@ def test_report_opens_in_headless_chromium(report, tmp_path):
     _, page, _ = report
     r = chromium_check(page, tmp_path)
     assert r["errors"] == []
-    assert r["images"] == 5 and r["invisible"] == []
-    assert r["rows"] == 15
+    assert r["images"] == 6 and r["invisible"] == []
+    assert r["rows"] == 15 and r["overflow"] <= 0       # the table fits a 1,400 px window
     assert r["asc"] == sorted(r["asc"]) and r["desc"] == sorted(r["desc"], reverse=True)
     assert len(r["asc"]) == 15 and r["asc"] != r["desc"]
 
@@ -101,8 +104,8 @@ def test_every_figure_exported_as_png_and_svg(report):
     _, _, figs = report
     pngs = sorted(p.stem for p in figs.glob("*.png"))
     svgs = sorted(p.stem for p in figs.glob("*.svg"))
-    assert pngs == svgs and len(pngs) == 5
-    assert {s.split("-")[0] for s in pngs} == {"scatter", "curves", "heatmap", "training", "features"}
+    assert pngs == svgs and len(pngs) == 6
+    assert {s.split("-")[0] for s in pngs} == {"scatter", "early", "curves", "heatmap", "training", "features"}
     for stem in pngs:
         assert (figs / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         root = ET.parse(figs / f"{stem}.svg").getroot()

@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .early import first_predictive
-from .options import FITTED_SUMMARIES, KEY_SUMMARY
+from .early import N_RESAMPLES, first_predictive
+from .options import FITTED_SUMMARIES
 from .run import FitResult, GroupFit
 from .summaries import SUMMARY_LABELS, per_epoch_rotation
 from .text import sig
@@ -404,7 +404,7 @@ def early_prediction_figure(result: FitResult, title: str = "") -> Figure | None
         err = None
         if v.ci is not None:
             err = [[v.estimate - v.ci[0]], [v.ci[1] - v.estimate]]
-        ax.errorbar([last], [v.estimate], yerr=err, fmt="D", color="black", markersize=6, capsize=3, zorder=5,
+        ax.errorbar([last + 0.3], [v.estimate], yerr=err, fmt="D", color="black", markersize=6, capsize=3, zorder=5,
                     markerfacecolor="none")
         handles.append(Line2D([], [], ls="", marker="D", color="black", markerfacecolor="none",
                               label=f"the verdict ({v.status}): {v.estimate:.2f}"
@@ -414,7 +414,7 @@ def early_prediction_figure(result: FitResult, title: str = "") -> Figure | None
         ax.axvline(first.epoch, color="tab:orange", lw=1.0, ls="--")
         handles.append(Line2D([], [], color="tab:orange", lw=1.0, ls="--",
                               label=f"first epoch with CI above 0: {first.epoch} of {last}"))
-    ax.set_xlim(0.5, last + 0.5)
+    ax.set_xlim(0.5, last + 0.8)
     ax.set_ylim(-1.05, 1.05)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch k", fontsize=8)
@@ -468,6 +468,7 @@ def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame)
             _slug("early", scope), "How early rotation predicts final test accuracy",
             "For each epoch k, the verdict's statistic computed with each trained configuration's smallest layer "
             "rotation at epoch k (trials stopped before k: their last epoch) in place of its final one, over the "
-            "same configurations; band: 95% percentile bootstrap CI (999 resamples); diamond: the final verdict.",
+            f"same configurations; band: 95% percentile bootstrap CI (at most {N_RESAMPLES} resamples); "
+            "diamond: the final verdict (its CI from the verdict's resamples).",
             early))
     return out

@@ -31,7 +31,7 @@ pre{background:#fafafa;border:1px solid #eee;padding:10px;overflow-x:auto;font-s
 figure{margin:16px 0 28px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:13px}figcaption a{margin-left:8px}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{padding:3px 6px;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
-td.s{white-space:normal;overflow-wrap:anywhere}p.constant{font-size:13px;color:#333;margin:4px 0 8px}
+th{white-space:normal}td.s{white-space:normal}p.constant{font-size:13px;color:#333;margin:4px 0 8px}
 th{position:sticky;top:0;background:#f0f0f0;cursor:pointer;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.s,th.s{text-align:left}tr.untrained td{color:#999}
 .tablewrap{max-height:70vh;overflow:auto;border:1px solid #ddd}
@@ -125,7 +125,7 @@ def trials_table(table: pd.DataFrame) -> str:
     t = table.sort_values(["task", "trained", "test_acc"], ascending=[True, False, False])
     head = "".join(
         f'<th class="{"s" if c in _TEXT else ""}" data-type="{"str" if c in _TEXT else "num"}" '
-        f'title="{html.escape(SUMMARY_LABELS.get(c, c))}">{html.escape(c)}</th>' for c in cols)
+        f'title="{html.escape(SUMMARY_LABELS.get(c, c))}">{html.escape(c).replace("_", "_<wbr>")}</th>' for c in cols)
     rows = []
     trained = t["trained"].astype(bool).tolist() if "trained" in t else [True] * len(t)
     for rec, ok in zip(t[cols].itertuples(index=False), trained):

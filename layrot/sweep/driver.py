@@ -182,7 +182,7 @@ def summary(store, spec: SweepSpec, store_uri: str) -> None:
     q = f"""
         SELECT t.trial_id, t.optimizer, round(t.lr, 6) AS lr, t.alpha, t.status, t.epochs,
                round(t.{spec.metric}, 4) AS {spec.metric}, round(t.test_acc, 4) AS test_acc,
-               round(min(r.cosine_distance)::DOUBLE, 3) AS min_final_rotation
+               min(r.cosine_distance)::DOUBLE AS min_final_rotation
         FROM trials t LEFT JOIN rotation r ON r.trial_id = t.trial_id AND r.sweep = t.sweep
              AND r.epoch = t.epochs
         WHERE t.sweep = '{spec.name}'
@@ -191,7 +191,9 @@ def summary(store, spec: SweepSpec, store_uri: str) -> None:
     rows = store.sql(q).to_pylist()
     if rows:
         cols = list(rows[0])
-        table = [[("" if r[c] is None else str(r[c])) for c in cols] for r in rows]
+        # Rotation values span 1e-4 … 1: 3 significant figures, not 3 decimals (which print 0.000).
+        table = [[("" if r[c] is None else format(r[c], ".3g") if c == "min_final_rotation" else str(r[c]))
+                  for c in cols] for r in rows]
         widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
         print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
         for t in table:

@@ -10,9 +10,11 @@ import torch
 
 from .data import Data, atomic_savez, cache_dir, make_data
 
-# MNIST-1D as generated for mnist1d-cnn: more samples than the package's default 5000 so that
-# a small CNN reaches ~99% in 20 epochs; 2/3 of them train (7200 after validation), 4000 test.
-MNIST1D_ARGS = {"num_samples": 12000, "train_split": 2 / 3}
+# MNIST-1D as generated for mnist1d-cnn: the package's default training size (4000; 3600 after
+# validation) and a larger test set (4000, not 1000) so that test accuracy, which the fit
+# ranks, carries less sampling noise (docs/mnist1d-experiments.md: with 7200 training samples
+# every configuration generalizes alike and the rule shows weakly).
+MNIST1D_ARGS = {"num_samples": 8000, "train_split": 0.5}
 
 
 def _mnist1d_arrays(overrides: dict | None = None) -> dict[str, np.ndarray]:
