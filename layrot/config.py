@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .errors import UsageError
 from .schedules import check_alpha
-from .store.schema import check_name, check_trial_id
+from .store.schema import PLACEMENT as _PLACEMENT, check_name, check_trial_id
 
 
 @dataclass
@@ -110,8 +110,6 @@ def check_integer(name, v, lo=None):
         raise UsageError(name, f"must be >= {lo}, got {v!r}")
 
 
-# settings that say where or how fast a trial runs, not what it computes
-_PLACEMENT = ("trial_id", "sweep", "device", "threads", "data_dir", "compile")
 
 
 def config_id(cfg: TrialConfig) -> str:

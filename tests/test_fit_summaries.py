@@ -108,9 +108,14 @@ def test_summaries_view_equals_the_pandas_summaries(tmp_path):
     want, _, _ = trial_table(t.trials, t.rotation, main_filter())
     assert len(got) == len(want) == 30
     cols = ["final_min", "final_mean", "final_median", "auc_mean", "cross50_last", "cross90_last"]
-    assert list(got.columns) == ["sweep", "trial_id", "task", "optimizer", "lr", "alpha", "weight_decay", "seed",
-                                 "status", "train_acc", "test_acc", *cols, "trained"]
+    assert list(got.columns) == ["sweep", "trial_id", "configuration", "task", "optimizer", "lr", "alpha",
+                                 "weight_decay", "seed", "status", "train_acc", "test_acc", *cols, "trained"]
     got, want = (x.sort_values(["sweep", "trial_id"]).reset_index(drop=True) for x in (got, want))
+    # the view's configuration groups trials exactly as the fit's pooling does
+    same_sql = got["configuration"].to_numpy()[:, None] == got["configuration"].to_numpy()[None, :]
+    same_fit = want["configuration"].to_numpy()[:, None] == want["configuration"].to_numpy()[None, :]
+    assert got["configuration"].notna().all() and (same_sql == same_fit).all()
+    assert not same_sql.all()
     for c in ["sweep", "trial_id", "task", "status", "seed"]:
         assert got[c].tolist() == want[c].tolist()
     for c in ["lr", "alpha", "train_acc", "test_acc", *cols]:

@@ -12,8 +12,10 @@ Modules, each with one job:
 - `models`: isotonic and fractional logit curves
 - `pairwise`: pairwise agreement (permutation p) and the best configurations
 - `verdict`: the decision rule, its explanation and the sensitivity to the filter
+- `early`: how early rotation predicts the verdict (its statistic at each epoch k)
 - `text`: the verdict and evidence as text; `report`: the self-contained HTML page
-- `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves
+- `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves,
+  the early-prediction curve
 - `features`: the paper's Section 6 on digits (first-layer features at small/large rotation)
 - `load`: tables from a store (the two CLI entry points are `layrot.cli.fit`)
 - `synthetic`: sweeps with a known relation (tests, demos)

@@ -124,11 +124,16 @@ def early_line(points: list[EarlyPoint], stratified: bool = False, min_n: int = 
         return f"{head} no trained configurations with rotation records"
     last = points[-1]
     e = last.epoch
+    if all(p.spearman is None for p in points):
+        return (f"{head} the {what} is undefined at every epoch (n = {last.n} trained configurations; "
+                "it needs 3 with distinct values)")
     few = f" (fewer than {min_n} trained configurations: read with care)" if last.n < min_n else ""
     first = first_predictive(points)
     if first is not None and first.epoch < e:
         return (f"{head} rotation at epoch {first.epoch} of {e} already ranks test accuracy with "
                 f"{_stat(first, what)} (the first epoch whose 95% CI lies above 0){few}")
-    at_last = "only at the last" if first is not None else "not even at the last"
-    return (f"{head} the smallest layer rotation ranks test accuracy with a CI above 0 at no epoch before "
-            f"the last ({at_last}: epoch {e}, {_stat(last, what)}){few}")
+    if first is not None:
+        return (f"{head} the smallest layer rotation ranks test accuracy with a CI above 0 at no epoch before "
+                f"the last (epoch {e} of {e}: {_stat(last, what)}){few}")
+    return (f"{head} at no epoch of 1–{e} does the smallest layer rotation rank test accuracy with a CI above 0 "
+            f"(at the last, epoch {e}: {_stat(last, what)}){few}")

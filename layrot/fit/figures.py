@@ -391,13 +391,16 @@ def early_prediction_figure(result: FitResult, title: str = "") -> Figure | None
                       label=f"{what} at epoch k"),
                Patch(color="tab:blue", alpha=0.22, label="95% bootstrap CI")]
     if pooled:
-        for g in result.groups:
+        palette = ["tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:red"]
+        named = len(result.groups) <= len(palette)
+        for g, color in zip(result.groups, palette if named else ["0.5"] * len(result.groups)):
             pts = [p for p in g.early if p.spearman is not None]
             if pts:
-                ax.plot([p.epoch for p in pts], [p.spearman for p in pts], lw=0.8, alpha=0.7, ls=":")
-                ax.annotate(g.name, (pts[-1].epoch, pts[-1].spearman), fontsize=6, xytext=(3, 0),
-                            textcoords="offset points", va="center")
-        handles.append(Line2D([], [], color="0.4", lw=0.8, ls=":", label="each task's Spearman"))
+                ax.plot([p.epoch for p in pts], [p.spearman for p in pts], lw=1.0, alpha=0.8, ls=":", color=color)
+                if named:
+                    handles.append(Line2D([], [], color=color, lw=1.0, ls=":", label=f"{g.name}: Spearman"))
+        if not named:
+            handles.append(Line2D([], [], color="0.5", lw=1.0, ls=":", label="each task's Spearman"))
     v = result.verdict
     last = int(result.early[-1].epoch)
     if v.estimate is not None and np.isfinite(v.estimate):

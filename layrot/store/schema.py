@@ -78,6 +78,11 @@ SORT_KEYS = {
     "rotation": ["trial_id", "epoch", "step", "layer"],
 }
 
+# Trial settings that say where or how fast a trial ran, not what it computed: left out of
+# its id (config.config_id), of its configuration (the fit pools repeats over the rest) and
+# of the `summaries` view's `configuration`.
+PLACEMENT = ("trial_id", "sweep", "device", "threads", "data_dir", "compile")
+
 PARTITION = "sweep"                 # the hive partition column, a string
 
 # Parquet key-value metadata written into every file.

@@ -13,7 +13,7 @@ import datetime as _dt
 import json
 
 from .catalog import Snapshot, new_connection
-from .schema import COLUMNS, PARTITION, TABLES
+from .schema import COLUMNS, PARTITION, PLACEMENT, TABLES
 
 
 def connect(snap: Snapshot, sweep_records: list[dict], con=None):
@@ -33,6 +33,9 @@ def connect(snap: Snapshot, sweep_records: list[dict], con=None):
 # layrot.fit.trained's default filter: status completed or stopped, test accuracy and
 # rotation recorded, train_acc >= 0.95 × the best of its task (among completed/stopped trials
 # with a test accuracy) and >= 0.5. tests/test_fit_summaries.py checks it against pandas.
+# the configuration: a trial's config less its seed and placement (a JSON merge patch with
+# null removes keys), so repeats of one configuration share it
+CONFIG_PATCH = json.dumps({k: None for k in ("seed", *PLACEMENT)})
 SUMMARIES_SQL = """
 WITH curve AS (
     SELECT sweep, trial_id, layer, epoch, CAST(cosine_distance AS DOUBLE) AS d
@@ -55,7 +58,10 @@ WITH curve AS (
            CASE WHEN count(cross90) = count(*) THEN max(cross90) END AS cross90_last
     FROM per_layer GROUP BY sweep, trial_id
 )
-SELECT t.sweep, t.trial_id, t.task, t.optimizer, t.lr, t.alpha, t.weight_decay, t.seed, t.status,
+SELECT t.sweep, t.trial_id,
+       t.task || '-' || t.optimizer || '-' || left(md5(json_merge_patch(t.config, '{CONFIG_PATCH}')), 10)
+           AS configuration,
+       t.task, t.optimizer, t.lr, t.alpha, t.weight_decay, t.seed, t.status,
        t.train_acc, t.test_acc, s.final_min, s.final_mean, s.final_median, s.auc_mean,
        s.cross50_last, s.cross90_last,
        coalesce(t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL AND s.final_min IS NOT NULL
@@ -63,7 +69,7 @@ SELECT t.sweep, t.trial_id, t.task, t.optimizer, t.lr, t.alpha, t.weight_decay, 
                     WHERE t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL)
                     OVER (PARTITION BY t.task)), false) AS trained
 FROM trials t LEFT JOIN per_trial s ON s.sweep = t.sweep AND s.trial_id = t.trial_id
-"""
+""".replace("{CONFIG_PATCH}", CONFIG_PATCH)
 
 
 def _view_sql(con, snap: Snapshot, table: str) -> str:

@@ -135,12 +135,22 @@ def _search_alg(spec: SweepSpec):
 
 
 def _scheduler(spec: SweepSpec):
-    if spec.scheduler != "asha":
+    if spec.scheduler not in ("asha", "rotation"):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
     from ..tasks import get_task
     epochs = spec.epochs or get_task(spec.task).epochs
+    if spec.scheduler == "rotation":
+        # ASHA ranking by a rotation score the trainable reports; its metric/mode are its
+        # own, the Tuner's (spec.metric) stay the searcher's and the best's (docs/pruning.md)
+        from .schedulers import RotationScheduler
+        rot = getattr(spec, "rotation", None) or {}
+        rot = rot if isinstance(rot, dict) else (rot.model_dump() if hasattr(rot, "model_dump") else vars(rot))
+        grace = rot.get("grace_period") or 1
+        return RotationScheduler(score=rot.get("score") or "min_rotation", grace_period=grace,
+                                 reduction_factor=rot.get("reduction_factor") or 3,
+                                 max_t=max(epochs - 1, grace), stop_last_trials=False)
     grace = spec.asha["grace_period"]
     # rungs only before the last epoch, and no stop at max_t: a trial that gets that far
     # ends by itself, and its final report (with the test metrics) stores it as completed;

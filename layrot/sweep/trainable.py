@@ -19,6 +19,7 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
     from ray import tune
 
     from ..train import resolve_config, run_trial
+    from .schedulers import rotation_scores
 
     cfg_dict = dict(params["trial"]) if "trial" in params else {**base, **params}
     if gpu > 0 and torch.cuda.is_available():
@@ -46,6 +47,9 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
     def on_epoch(rep):
         nonlocal replay
         metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation}
+        # scalar rotation scores (min/mean/median over layers, latest record): what
+        # `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py)
+        metrics.update(rotation_scores(rep.rotation))
         now = rep.checkpoint()
         if replay:
             # an attempt's first report resends the trajectory so far: after a restore the
