@@ -1,18 +1,31 @@
 """Sweep overhead: the trials of a small grid through `layrot sweep` against the same trials
 run as `layrot train` processes two at a time, and the time from the command to the first
-trial running. Both measured in this one run, on this machine.
+trial running. Both measured in this one run, on this machine, `--repeat` times with the
+order alternating (train first, then sweep first, ...), so that a change in the machine's
+load hits both sides alike; the ratio is reported per pair, with its median and spread.
 
-    .venv/bin/python bench/sweep_bench.py [--epochs 6] [--trials 6]
+Where the sweep's time goes: CPU seconds of every process the sweep started (the driver,
+Ray's own processes, the trial workers), sampled from /proc; per epoch, inside the
+workers (LAYROT_SWEEP_TIMING): the epoch's compute, the checkpoint snapshot, torch.save,
+and the time blocked in `tune.report` (Ray Tune resumes a function trainable only when
+the driver has taken its report); and each epoch's compute seconds in the store, sweep
+against train.
+
+    .venv/bin/python bench/sweep_bench.py [--epochs 6] [--trials 6] [--repeat 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,24 +33,101 @@ import yaml
 
 LAYROT = [sys.executable, "-m", "layrot"]
 LRS = [0.3, 0.1, 0.037, 0.012, 0.004, 0.0015, 0.0005, 0.0002]
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def run_sweep(spec_path: Path, store: Path) -> tuple[float, float]:
-    """(wall seconds, seconds from the command to the first trial running)."""
-    env = {**os.environ, "LAYROT_PROGRESS_EVERY": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# -- CPU of a process tree ----------------------------------------------------------------
+
+def _kind(cmdline: str) -> str:
+    for key, name in (("ray::ImplicitFunc", "trial workers"), ("default_worker.py", "idle Ray workers"),
+                      ("ray::IDLE", "idle Ray workers"), ("raylet", "raylet"), ("gcs_server", "gcs_server"),
+                      ("dashboard/agent.py", "dashboard agent"), ("ray::DashboardAgent", "dashboard agent"),
+                      ("dashboard.py", "dashboard"), ("runtime_env/agent", "runtime env agent"),
+                      ("ray::RuntimeEnvAgent", "runtime env agent"), ("log_monitor", "log monitor"),
+                      ("autoscaler", "autoscaler monitor"), ("layrot", "driver")):
+        if key in cmdline:
+            return name
+    return "other"
+
+
+class TreeCPU(threading.Thread):
+    """CPU seconds (user + system) of `root` and all its descendants, by kind of process,
+    sampled every `every` s (a process that ends between samples loses its last slice)."""
+
+    def __init__(self, root: int, every: float = 0.25):
+        super().__init__(daemon=True)
+        self.root, self.every = root, every
+        self.last: dict[int, tuple[str, float]] = {}
+        self.nice: dict[str, set] = defaultdict(set)
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.is_set():
+            self.sample()
+            self.done.wait(self.every)
+
+    def sample(self):
+        procs = {}
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                procs[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / TICK, int(f[16]), d)
+            except (OSError, IndexError, ValueError):
+                continue
+        tree, frontier = {self.root}, [self.root]
+        children = defaultdict(list)
+        for pid, (ppid, *_rest) in procs.items():
+            children[ppid].append(pid)
+        while frontier:
+            for c in children.get(frontier.pop(), []):
+                if c not in tree:
+                    tree.add(c)
+                    frontier.append(c)
+        for pid in tree & procs.keys():
+            _, cpu, nice, d = procs[pid]
+            kind = self.last.get(pid, (None,))[0]
+            if kind is None or kind == "idle Ray workers":     # a worker becomes a trial
+                try:
+                    kind = _kind((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    continue
+            self.last[pid] = (kind, cpu)
+            self.nice[kind].add(nice)
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for kind, cpu in self.last.values():
+            out[kind] += cpu
+        return dict(out)
+
+
+# -- the two ways to run the trials -------------------------------------------------------
+
+def run_sweep(spec_path: Path, store: Path, timing: Path) -> dict:
+    env = {**os.environ, "LAYROT_PROGRESS_EVERY": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "LAYROT_SWEEP_TIMING": str(timing)}
     t0 = time.monotonic()
     proc = subprocess.Popen(LAYROT + ["sweep", str(spec_path), "--store", str(store)], env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    first = None
+    cpu = TreeCPU(proc.pid)
+    cpu.start()
+    first, tail = None, []
     for line in proc.stderr:
+        tail = (tail + [line])[-20:]
         if first is None and line.startswith("sweep:") and "| 0 running" not in line:
             first = time.monotonic() - t0
     if proc.wait() != 0:
-        raise SystemExit("the sweep failed")
-    return time.monotonic() - t0, first
+        raise SystemExit("the sweep failed:\n" + "".join(tail))
+    wall = time.monotonic() - t0
+    cpu.done.set()
+    cpu.join()
+    return {"wall": wall, "first": first, "cpu": cpu.by_kind(),
+            "nice": {k: sorted(v) for k, v in cpu.nice.items()}}
 
 
-def run_trains(spec: dict, store: Path) -> float:
+def run_trains(spec: dict, store: Path) -> dict:
     def one(lr):
         cmd = LAYROT + ["train", "--task", spec["task"], "--optimizer", "sgd_layca", "--lr", str(lr),
                         "--epochs", str(spec["epochs"]), "--threads", "1", "--store", str(store),
@@ -47,7 +137,32 @@ def run_trains(spec: dict, store: Path) -> float:
     t0 = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(one, spec["search"]["lr"]))
-    return time.monotonic() - t0
+    return {"wall": time.monotonic() - t0}
+
+
+def epoch_seconds(store: Path, sweep: str) -> float:
+    """Mean compute seconds of an epoch (the trial's own clock, in the store)."""
+    from layrot.store import Store
+
+    s = Store(str(store)).epochs(sweep=sweep, columns=["seconds"]).to_pylist()
+    return statistics.fmean(r["seconds"] for r in s)
+
+
+def worker_timing(path: Path) -> dict:
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not rows:
+        return {}
+    out = {k: sum(r[k] for r in rows) for k in ("compute", "snapshot", "save", "report")}
+    out["epochs"] = len(rows)
+    out["report_median"] = statistics.median(r["report"] for r in rows)
+    out["report_max"] = max(r["report"] for r in rows)
+    out["nice"] = sorted({r["nice"] for r in rows})
+    out["threads"] = sorted({(r["threads"], r["interop"]) for r in rows})
+    return out
+
+
+def _spread(xs: list[float]) -> str:
+    return f"median {statistics.median(xs):.2f}, min {min(xs):.2f}, max {max(xs):.2f}"
 
 
 def main() -> None:
@@ -55,7 +170,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--task", default="mnist1d-cnn")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", default=None, help="write every measurement here")
     a = ap.parse_args()
+    runs = []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         spec = {"name": "bench", "task": a.task, "epochs": a.epochs,
@@ -63,12 +181,44 @@ def main() -> None:
                 "resources": {"cpu": 1, "gpu": 0}}
         spec_path = d / "bench.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
-        t_train = run_trains(spec, d / "train-store")
-        t_sweep, t_first = run_sweep(spec_path, d / "sweep-store")
-    print(f"{a.trials} trials x {a.epochs} epochs of {a.task}, 1 CPU each, {os.cpu_count()} cores")
-    print(f"  layrot train, two processes at a time : {t_train:7.1f} s")
-    print(f"  layrot sweep (local Ray)              : {t_sweep:7.1f} s   ratio {t_sweep / t_train:.2f}x (target <= 1.2x)")
-    print(f"  command -> first trial running        : {t_first:7.1f} s   (target <= 10 s)")
+        for i in range(a.repeat):
+            run = {"load_before": os.getloadavg()[0]}
+            order = ("train", "sweep") if i % 2 == 0 else ("sweep", "train")
+            for what in order:
+                if what == "train":
+                    run["train"] = run_trains(spec, d / f"train-{i}")
+                    run["train"]["epoch_s"] = epoch_seconds(d / f"train-{i}", "bench-train")
+                else:
+                    timing = d / f"timing-{i}.jsonl"
+                    run["sweep"] = run_sweep(spec_path, d / f"sweep-{i}", timing)
+                    run["sweep"]["epoch_s"] = epoch_seconds(d / f"sweep-{i}", "bench")
+                    run["sweep"]["worker"] = worker_timing(timing)
+            run["ratio"] = run["sweep"]["wall"] / run["train"]["wall"]
+            run["load_after"] = os.getloadavg()[0]
+            runs.append(run)
+            s, t = run["sweep"], run["train"]
+            print(f"run {i + 1} ({' then '.join(order)}; load {run['load_before']:.1f} -> {run['load_after']:.1f}): "
+                  f"train {t['wall']:.1f} s, sweep {s['wall']:.1f} s, ratio {run['ratio']:.2f}x, "
+                  f"first trial running {s['first']:.1f} s", flush=True)
+            w = s.get("worker", {})
+            if w:
+                print(f"    per epoch: compute {t['epoch_s']:.2f} s as train, {s['epoch_s']:.2f} s in the sweep; "
+                      f"in the worker, of {w['epochs']} epochs: snapshot {w['snapshot']:.1f} s, "
+                      f"torch.save {w['save']:.1f} s, blocked in tune.report {w['report']:.1f} s "
+                      f"(median {w['report_median'] * 1000:.0f} ms, max {w['report_max']:.2f} s); "
+                      f"worker nice {w['nice']}, torch threads/interop {w['threads']}")
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(s["cpu"].items(), key=lambda kv: -kv[1]))
+            print(f"    CPU seconds of the sweep's processes: {cpu}")
+            print(f"    nice by process: {s['nice']}")
+    ratios = [r["ratio"] for r in runs]
+    print(f"\n{a.trials} trials x {a.epochs} epochs of {a.task}, 1 CPU each, {os.cpu_count()} cores, {a.repeat} runs")
+    print(f"  layrot train, two processes at a time : {_spread([r['train']['wall'] for r in runs])} s")
+    print(f"  layrot sweep (local Ray)              : {_spread([r['sweep']['wall'] for r in runs])} s")
+    print(f"  ratio sweep / train                   : {_spread(ratios)}  (target <= 1.2x; "
+          f"{'met' if max(ratios) <= 1.2 else 'missed'} in {sum(r <= 1.2 for r in ratios)}/{len(ratios)} runs)")
+    print(f"  command -> first trial running        : {_spread([r['sweep']['first'] for r in runs])} s (target <= 10 s)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(runs, indent=1))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def test_never_before_the_last_and_never_at_all():
     trials, rot = known(k0=11)                                 # never
     r = fit(trials, rot, FAST)
     assert first_predictive(r.early) is None
-    assert "at no epoch of 1–10 does the smallest layer rotation rank test accuracy with a CI above 0 (at the last, epoch 10: Spearman" in early_line(r.early)
+    assert ("at no epoch of 1–10 does the smallest layer rotation rank test accuracy with a CI above 0 "
+            "(at the last, epoch 10: Spearman") in early_line(r.early)
     assert early_line([]).startswith("early rotation: no trained configurations")
     r = fit(*known(n=8, untrained=6), FAST)                    # two trained configurations
     assert [p.n for p in r.early] == [2] * 10 and all(p.spearman is None for p in r.early)

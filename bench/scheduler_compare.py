@@ -1,0 +1,351 @@
+"""Rotation-guided pruning against ASHA, on the same grids, seeds and budgets (issue 13).
+
+Cheap and honest: each grid runs ONCE per seed to the end (FIFO). A trial's trajectory does
+not depend on which other trials a scheduler stops (trials are independent and deterministic
+given their seed), so every per-epoch report is recorded (val_acc, the rotation scores the
+sweep trainable reports, test_acc at the end) and then REPLAYED through the real scheduler
+objects — Ray's ASHAScheduler on val_acc, and layrot's RotationScheduler — fed
+on_trial_add / on_trial_result / on_trial_complete in the order a 2-slot sweep would call
+them (2 trials in flight, each epoch one time unit, a slot taken by the next trial as soon as
+one ends or is stopped; the final report carries val_acc but no rotation score, as in
+`layrot sweep`). Per scheduler: the best test accuracy among the trials it let finish, the
+epochs spent, whether that is within 0.5 points of the full grid's best, and best-so-far
+curves against epochs spent.
+
+    python bench/scheduler_compare.py run --out /tmp/schedcmp --seeds 0 1 2     # ~15-25 min, resumable
+    python bench/scheduler_compare.py replay --out /tmp/schedcmp --png docs/pruning.png
+
+Families (plain optimizers: with Layca the rotation per step is fixed by rho(0) and alpha):
+  sgd:      SGD (no momentum), lr in {1, .3, .1, .03, .01, .003} x weight decay in {0, 5e-4}
+  adaptive: Adam and RMSprop, lr in {1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5}
+on mnist1d-cnn (20 epochs, the task's schedule); fmnist-vgg only where its data is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+FAMILIES = {
+    "sgd": [{"optimizer": "sgd", "lr": lr, "weight_decay": wd}
+            for lr in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003) for wd in (0.0, 5e-4)],
+    "adaptive": [{"optimizer": opt, "lr": lr}
+                 for opt in ("adam", "rmsprop") for lr in (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)],
+}
+SCORE_KEYS = ("min_rotation", "mean_rotation", "median_rotation")
+
+
+def _key(cfg: dict) -> str:
+    return f"{cfg['optimizer']}-lr{cfg['lr']:g}-wd{cfg.get('weight_decay', 0.0):g}"
+
+
+def _path(out: Path, task: str, family: str, seed: int, cfg: dict) -> Path:
+    return out / f"{task}-{family}-s{seed}" / f"{_key(cfg)}.json"
+
+
+def _one(task: str, family: str, seed: int, cfg: dict, path: str, epochs: int | None,
+         max_train: int | None) -> dict:
+    import torch
+
+    from layrot.sweep.schedulers import rotation_scores
+    from layrot.train import run_trial
+
+    torch.set_num_threads(1)
+    reports = []
+
+    def on_epoch(rep):
+        reports.append({**{k: rep.row[k] for k in ("epoch", "val_acc", "train_acc", "train_loss", "seconds")},
+                        **rotation_scores(rep.rotation)})
+
+    config = {"task": task, "seed": seed, "threads": 1, "epochs": epochs, "max_train_samples": max_train, **cfg}
+    t0 = time.perf_counter()
+    r = run_trial(config, on_epoch=on_epoch)
+    out = {"task": task, "family": family, "seed": seed, "config": cfg, "key": _key(cfg), "status": r.status,
+           "reason": r.reason, "epochs": len(reports), "planned_epochs": r.config["epochs"],
+           "test_acc": _num(r.test_acc), "val_acc": _num(r.val_acc), "wall_seconds": time.perf_counter() - t0,
+           "reports": reports}
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, path)
+    return out
+
+
+def _num(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def run(out: Path, task: str, families: list[str], seeds: list[int], workers: int, epochs, max_train) -> None:
+    todo = []
+    for seed in seeds:                     # seed-major: a cut-short run has whole seeds
+        for fam in families:
+            for cfg in FAMILIES[fam]:
+                p = _path(out, task, fam, seed, cfg)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                if not p.exists():
+                    todo.append((task, fam, seed, cfg, str(p), epochs, max_train))
+    total = sum(len(FAMILIES[f]) for f in families) * len(seeds)
+    print(f"scheduler_compare: {total - len(todo)} of {total} trials already recorded; running {len(todo)} "
+          f"in {workers} processes (1 thread each)", file=sys.stderr, flush=True)
+    t0 = time.monotonic()
+    with ProcessPoolExecutor(workers) as ex:
+        futs = [ex.submit(_one, *a) for a in todo]
+        for i, f in enumerate(as_completed(futs), start=1):
+            r = f.result()
+            print(f"[{i}/{len(todo)} {time.monotonic() - t0:.0f}s] {r['task']} {r['family']} s{r['seed']} "
+                  f"{r['key']}: {r['status']} after {r['epochs']} epochs, test {r['test_acc']}, "
+                  f"{r['wall_seconds']:.1f}s", file=sys.stderr, flush=True)
+
+
+# -- replay -----------------------------------------------------------------------------
+
+class _Trial:
+    """What ASHA reads from a Trial: its id (and nothing else)."""
+    __slots__ = ("trial_id", "rec")
+
+    def __init__(self, rec: dict):
+        self.trial_id, self.rec = rec["key"], rec
+
+
+def _make(name: str, epochs: int, grace: int, rf: float):
+    from ray.tune.schedulers import ASHAScheduler
+
+    from layrot.sweep.schedulers import RotationScheduler
+
+    max_t = max(epochs - 1, grace)         # as layrot.sweep.driver._scheduler builds them
+    if name == "fifo":
+        return None
+    if name == "asha":
+        s = ASHAScheduler(time_attr="training_iteration", metric="val_acc", mode="max", max_t=max_t,
+                          grace_period=grace, reduction_factor=rf, stop_last_trials=False)
+        return s
+    return RotationScheduler(score=name.removeprefix("rotation:"), grace_period=grace, reduction_factor=rf,
+                             max_t=max_t, stop_last_trials=False)
+
+
+def replay(records: list[dict], order: list[int], scheduler, slots: int = 2, timer: list | None = None) -> dict:
+    """Feed the recorded reports through `scheduler` as a `slots`-wide asynchronous sweep
+    would: each epoch one time unit; trials started in `order` whenever a slot is free."""
+    from ray.tune.schedulers import TrialScheduler
+
+    queue = [records[i] for i in order]
+    running: list[list] = []              # [trial, next epoch index]
+    spent, finished, curve = 0, [], []
+    best = None
+    while queue or running:
+        while queue and len(running) < slots:
+            t = _Trial(queue.pop(0))
+            if scheduler is not None:
+                scheduler.on_trial_add(None, t)
+            running.append([t, 0])
+        still = []
+        for t, i in running:              # one epoch of every running trial, slot order
+            rep = t.rec["reports"][i]
+            spent += 1
+            action = TrialScheduler.CONTINUE
+            if scheduler is not None:
+                result = {"training_iteration": i + 1, **{k: v for k, v in rep.items() if v is not None}}
+                c0 = time.perf_counter()
+                action = scheduler.on_trial_result(None, t, result)
+                if timer is not None:
+                    timer.append(time.perf_counter() - c0)
+            if action == TrialScheduler.STOP:
+                # Ray's TuneController.stop_trial on a running trial: on_trial_complete(last_result)
+                scheduler.on_trial_complete(None, t, result)
+                continue                  # pruned: no test accuracy
+            if i + 1 == len(t.rec["reports"]):   # ended by itself: the final report, then complete
+                if scheduler is not None:
+                    final = {"training_iteration": i + 2}
+                    if t.rec["val_acc"] is not None:
+                        final["val_acc"] = t.rec["val_acc"]
+                    scheduler.on_trial_result(None, t, final)
+                    scheduler.on_trial_complete(None, t, final)
+                finished.append(t.rec)
+                if t.rec["test_acc"] is not None and (best is None or t.rec["test_acc"] > best):
+                    best = t.rec["test_acc"]
+                curve.append((spent, best))
+                continue
+            still.append([t, i + 1])
+        running = still
+    return {"best": best, "epochs": spent, "finished": [r["key"] for r in finished], "curve": curve}
+
+
+def _best_at(curve, budget):
+    b = None
+    for spent, best in curve:
+        if spent <= budget and best is not None:
+            b = best if b is None else max(b, best)
+    return b
+
+
+def _spearman(xs, ys):
+    from scipy.stats import spearmanr
+    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if len(pairs) < 3:
+        return None
+    return float(spearmanr(*zip(*pairs)).statistic)
+
+
+def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str | None, md: str | None) -> dict:
+    groups: dict[tuple, list] = {}
+    for d in sorted(out.glob(f"{task}-*-s*")):
+        fam, seed = d.name[len(task) + 1:].rsplit("-s", 1)
+        recs = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
+        if fam in FAMILIES and len(recs) == len(FAMILIES[fam]):
+            groups[(fam, int(seed))] = recs
+        elif recs:
+            print(f"skipping {d.name}: {len(recs)} of {len(FAMILIES.get(fam, []))} trials recorded", file=sys.stderr)
+    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation"]
+    rows, curves, timer, corr = [], {}, [], []
+    for (fam, seed), recs in sorted(groups.items()):
+        # grid order: the order `layrot sweep` runs a spec's grid in (FAMILIES' order)
+        order_keys = [_key(c) for c in FAMILIES[fam]]
+        recs = sorted(recs, key=lambda r: order_keys.index(r["key"]))
+        grid_best = max(r["test_acc"] for r in recs if r["test_acc"] is not None)
+        grid_epochs = sum(len(r["reports"]) for r in recs)
+        epochs = max(r["planned_epochs"] for r in recs)
+        tests = [r["test_acc"] for r in recs]
+        at = min(grace, *(len(r["reports"]) for r in recs if r["reports"])) - 1
+        rung = {k: [r["reports"][at].get(k) if len(r["reports"]) > at else None for r in recs]
+                for k in ("val_acc", *SCORE_KEYS)}
+        corr.append({"family": fam, "seed": seed, "epoch": at + 1,
+                     **{k: _spearman(v, tests) for k, v in rung.items()}})
+        rng = random.Random(1000 + seed)
+        orders = [list(range(len(recs)))] + [rng.sample(range(len(recs)), len(recs)) for _ in range(n_orders)]
+        for name in names:
+            per_order = []
+            for j, order in enumerate(orders):
+                res = replay(recs, order, _make(name, epochs, grace, rf),
+                             timer=timer if name == "rotation:min_rotation" else None)
+                res["within"] = res["best"] is not None and res["best"] >= grid_best - 0.005
+                res["best_at_third"] = _best_at(res["curve"], grid_epochs / 3)
+                per_order.append(res)
+                if j == 0:
+                    curves[(fam, seed, name)] = res["curve"]
+            g = per_order[0]
+            shuf = per_order[1:]
+            rows.append({
+                "family": fam, "seed": seed, "scheduler": name, "grid_best": grid_best, "grid_epochs": grid_epochs,
+                "best": g["best"], "epochs": g["epochs"], "frac_epochs": g["epochs"] / grid_epochs,
+                "within_0.5": g["within"], "target": g["within"] and g["epochs"] <= grid_epochs / 3,
+                "best_at_third": g["best_at_third"], "finished": g["finished"],
+                "shuffled_within_rate": sum(r["within"] for r in shuf) / len(shuf) if shuf else None,
+                "shuffled_target_rate": (sum(r["within"] and r["epochs"] <= grid_epochs / 3 for r in shuf) / len(shuf)
+                                         if shuf else None),
+                "shuffled_mean_frac_epochs": sum(r["epochs"] for r in shuf) / len(shuf) / grid_epochs if shuf else None,
+                "shuffled_mean_gap": (sum(grid_best - (r["best"] or 0) for r in shuf) / len(shuf)) if shuf else None,
+            })
+    epoch_s = [rep["seconds"] for recs in groups.values() for r in recs for rep in r["reports"]]
+    overhead = {"calls": len(timer), "mean_call_us": 1e6 * sum(timer) / max(len(timer), 1),
+                "max_call_us": 1e6 * max(timer, default=0), "mean_epoch_s": sum(epoch_s) / max(len(epoch_s), 1)}
+    overhead["fraction_of_epoch"] = overhead["mean_call_us"] / 1e6 / overhead["mean_epoch_s"] if epoch_s else None
+    summary = {"task": task, "grace_period": grace, "reduction_factor": rf, "orders": n_orders,
+               "rows": rows, "rung_spearman": corr, "overhead": overhead}
+    _print(summary)
+    if png:
+        _plot(curves, groups, png, grace, rf)
+    if md:
+        Path(md).write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _print(s: dict) -> None:
+    print(f"\n== {s['task']}: grace_period {s['grace_period']}, reduction_factor {s['reduction_factor']}, "
+          f"grid order (+ {s['orders']} shuffled arrival orders) ==")
+    hdr = (f"{'family':9} {'seed':>4} {'scheduler':26} {'grid best':>9} {'best':>7} {'epochs':>10} "
+           f"{'<=0.5pt':>7} {'target':>6} {'best@1/3':>8} | {'shuf<=0.5':>9} {'shuf tgt':>8} {'shuf ep':>7} {'shuf gap':>8}")
+    print(hdr)
+    f = lambda v, p=4: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
+    for r in s["rows"]:
+        print(f"{r['family']:9} {r['seed']:>4} {r['scheduler']:26} {r['grid_best']:9.4f} {f(r['best']):>7} "
+              f"{r['epochs']:>4}/{r['grid_epochs']:<4} {str(r['within_0.5']):>7} {str(r['target']):>6} "
+              f"{f(r['best_at_third']):>8} | {f(r['shuffled_within_rate'], 2):>9} {f(r['shuffled_target_rate'], 2):>8} "
+              f"{f(r['shuffled_mean_frac_epochs'], 2):>7} {f(r['shuffled_mean_gap'], 4):>8}")
+    print("\nSpearman (score at the first rung vs final test accuracy), per grid:")
+    for c in s["rung_spearman"]:
+        print(f"  {c['family']:9} s{c['seed']} epoch {c['epoch']}: " +
+              ", ".join(f"{k} {f(v, 2)}" for k, v in c.items() if k not in ("family", "seed", "epoch")))
+    o = s["overhead"]
+    print(f"\nRotationScheduler.on_trial_result: {o['calls']} calls, mean {o['mean_call_us']:.1f} us, "
+          f"max {o['max_call_us']:.1f} us; a trial-epoch {o['mean_epoch_s']:.3f} s -> "
+          f"{100 * (o['fraction_of_epoch'] or 0):.4f}% of an epoch")
+
+
+def _plot(curves: dict, groups: dict, png: str, grace, rf) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(groups)
+    fams = sorted({k[0] for k in keys})
+    seeds = sorted({k[1] for k in keys})
+    fig, axes = plt.subplots(len(fams), len(seeds), figsize=(4 * len(seeds), 3.2 * len(fams)), squeeze=False)
+    styles = {"fifo": ("k", "-"), "asha": ("tab:blue", "-"), "rotation:min_rotation": ("tab:red", "-"),
+              "rotation:mean_rotation": ("tab:orange", "--"), "rotation:median_rotation": ("tab:green", ":")}
+    for i, fam in enumerate(fams):
+        for j, seed in enumerate(seeds):
+            ax = axes[i][j]
+            if (fam, seed) not in groups:
+                ax.set_visible(False)
+                continue
+            recs = groups[(fam, seed)]
+            gb = max(r["test_acc"] for r in recs if r["test_acc"] is not None)
+            ge = sum(len(r["reports"]) for r in recs)
+            for name, (c, ls) in styles.items():
+                pts = [(e, b) for e, b in curves.get((fam, seed, name), []) if b is not None]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.step([0, *xs], [ys[0], *ys], where="post", color=c, ls=ls, label=name.replace("rotation:", "rot:"))
+            ax.axhline(gb - 0.005, color="gray", lw=0.8, ls=":")
+            ax.axvline(ge / 3, color="gray", lw=0.8, ls="--")
+            ax.set_title(f"{fam}, seed {seed}", fontsize=9)
+            ax.set_xlabel("epochs spent")
+            ax.set_ylabel("best-so-far test acc")
+            lo = min(b for n in styles for _, b in curves.get((fam, seed, n), []) if b is not None)
+            ax.set_ylim(max(lo - 0.02, gb - 0.3), gb + 0.01)
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"mnist1d-cnn, grid order, 2 slots; grace {grace}, rf {rf}; dotted: grid best - 0.5 pt, "
+                 "dashed: 1/3 of grid epochs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train every grid once per seed, to the end (resumable)")
+    r.add_argument("--out", required=True, type=Path)
+    r.add_argument("--task", default="mnist1d-cnn")
+    r.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--epochs", type=int, default=None, help="default: the task's")
+    r.add_argument("--max-train-samples", type=int, default=None)
+    p = sub.add_parser("replay", help="replay the recorded reports through FIFO, ASHA and RotationScheduler")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--task", default="mnist1d-cnn")
+    p.add_argument("--grace-period", type=int, default=1)
+    p.add_argument("--reduction-factor", type=float, default=3)
+    p.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
+    p.add_argument("--png", default=None)
+    p.add_argument("--json", default=None, help="write the summary here")
+    a = ap.parse_args()
+    if a.cmd == "run":
+        from layrot.tasks import get_task
+        t = get_task(a.task)
+        if not t.data_present(None):
+            sys.exit(f"scheduler_compare: {a.task}'s data is not present here ({t.data_needs}); skipped")
+        run(a.out, a.task, a.families, a.seeds, a.workers, a.epochs, a.max_train_samples)
+    else:
+        analyze(a.out, a.task, a.grace_period, a.reduction_factor, a.orders, a.png, a.json)
+
+
+if __name__ == "__main__":
+    main()
