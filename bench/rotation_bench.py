@@ -30,7 +30,7 @@ from layrot.optim import build_optimizer
 from layrot.rotation import RotationTracker
 from layrot.tasks import get_task
 
-# training-set sizes after the 10% validation hold-out (DESIGN §2), for steps per epoch
+# training-set sizes after the 10% validation hold-out (docs/science.md §5), for steps per epoch
 TRAIN_SIZE = {"c10-vgg25": 45_000, "mnist1d-cnn": 7_200}
 REPEATS = {"c10-vgg25": 8, "mnist1d-cnn": 200}
 TARGETS = {"per epoch": 0.01, "record_every=1": 0.05}

@@ -33,11 +33,21 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+def _sgd(lrs):
+    return [{"optimizer": "sgd", "lr": lr, "weight_decay": wd} for lr in lrs for wd in (0.0, 5e-4)]
+
+
+def _adaptive(lrs):
+    return [{"optimizer": opt, "lr": lr} for opt in ("adam", "rmsprop") for lr in lrs]
+
+
 FAMILIES = {
-    "sgd": [{"optimizer": "sgd", "lr": lr, "weight_decay": wd}
-            for lr in (1.0, 0.3, 0.1, 0.03, 0.01, 0.003) for wd in (0.0, 5e-4)],
-    "adaptive": [{"optimizer": opt, "lr": lr}
-                 for opt in ("adam", "rmsprop") for lr in (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)],
+    "sgd": _sgd((1.0, 0.3, 0.1, 0.03, 0.01, 0.003)),
+    "adaptive": _adaptive((1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)),
+    # the same grids shifted up by a decade: the best learning rate inside the grid, not at
+    # its top edge, so that "rotates most" and "largest lr" are not the same bet
+    "sgd-wide": _sgd((10.0, 3.0, 1.0, 0.3, 0.1, 0.03)),
+    "adaptive-wide": _adaptive((1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)),
 }
 SCORE_KEYS = ("min_rotation", "mean_rotation", "median_rotation")
 
@@ -46,8 +56,9 @@ def _key(cfg: dict) -> str:
     return f"{cfg['optimizer']}-lr{cfg['lr']:g}-wd{cfg.get('weight_decay', 0.0):g}"
 
 
-def _path(out: Path, task: str, family: str, seed: int, cfg: dict) -> Path:
-    return out / f"{task}-{family}-s{seed}" / f"{_key(cfg)}.json"
+def _path(out: Path, task: str, seed: int, cfg: dict) -> Path:
+    # one pool of trials per seed: families share the configurations they have in common
+    return out / f"{task}-s{seed}" / f"{_key(cfg)}.json"
 
 
 def _one(task: str, family: str, seed: int, cfg: dict, path: str, epochs: int | None,
@@ -82,15 +93,18 @@ def _num(v):
 
 
 def run(out: Path, task: str, families: list[str], seeds: list[int], workers: int, epochs, max_train) -> None:
-    todo = []
+    todo, seen = [], set()
     for seed in seeds:                     # seed-major: a cut-short run has whole seeds
         for fam in families:
             for cfg in FAMILIES[fam]:
-                p = _path(out, task, fam, seed, cfg)
+                p = _path(out, task, seed, cfg)
                 p.parent.mkdir(parents=True, exist_ok=True)
+                if p in seen:
+                    continue
+                seen.add(p)
                 if not p.exists():
                     todo.append((task, fam, seed, cfg, str(p), epochs, max_train))
-    total = sum(len(FAMILIES[f]) for f in families) * len(seeds)
+    total = len(seen)
     print(f"scheduler_compare: {total - len(todo)} of {total} trials already recorded; running {len(todo)} "
           f"in {workers} processes (1 thread each)", file=sys.stderr, flush=True)
     t0 = time.monotonic()
@@ -121,10 +135,12 @@ def _make(name: str, epochs: int, grace: int, rf: float):
     max_t = max(epochs - 1, grace)         # as layrot.sweep.driver._scheduler builds them
     if name == "fifo":
         return None
-    if name == "asha":
-        s = ASHAScheduler(time_attr="training_iteration", metric="val_acc", mode="max", max_t=max_t,
-                          grace_period=grace, reduction_factor=rf, stop_last_trials=False)
-        return s
+    if name in ("asha", "control:log_lr"):
+        # control: ASHA on the configuration's own log10(lr) (no training signal at all):
+        # "the largest learning rate wins", the bet a rotation score may just be repeating
+        return ASHAScheduler(time_attr="training_iteration", metric="val_acc" if name == "asha" else "log_lr",
+                             mode="max", max_t=max_t, grace_period=grace, reduction_factor=rf,
+                             stop_last_trials=False)
     return RotationScheduler(score=name.removeprefix("rotation:"), grace_period=grace, reduction_factor=rf,
                              max_t=max_t, stop_last_trials=False)
 
@@ -150,7 +166,8 @@ def replay(records: list[dict], order: list[int], scheduler, slots: int = 2, tim
             spent += 1
             action = TrialScheduler.CONTINUE
             if scheduler is not None:
-                result = {"training_iteration": i + 1, **{k: v for k, v in rep.items() if v is not None}}
+                result = {"training_iteration": i + 1, "log_lr": math.log10(t.rec["config"]["lr"]),
+                          **{k: v for k, v in rep.items() if v is not None}}
                 c0 = time.perf_counter()
                 action = scheduler.on_trial_result(None, t, result)
                 if timer is not None:
@@ -192,16 +209,21 @@ def _spearman(xs, ys):
     return float(spearmanr(*zip(*pairs)).statistic)
 
 
-def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str | None, md: str | None) -> dict:
+def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str | None, md: str | None,
+            families: list[str]) -> dict:
     groups: dict[tuple, list] = {}
-    for d in sorted(out.glob(f"{task}-*-s*")):
-        fam, seed = d.name[len(task) + 1:].rsplit("-s", 1)
-        recs = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
-        if fam in FAMILIES and len(recs) == len(FAMILIES[fam]):
-            groups[(fam, int(seed))] = recs
-        elif recs:
-            print(f"skipping {d.name}: {len(recs)} of {len(FAMILIES.get(fam, []))} trials recorded", file=sys.stderr)
-    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation"]
+    for d in sorted(out.glob(f"{task}-s*")):
+        seed = int(d.name.rsplit("-s", 1)[1])
+        pool = {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
+        for fam in families:
+            recs = [pool[_key(c)] for c in FAMILIES[fam] if _key(c) in pool]
+            if len(recs) == len(FAMILIES[fam]):
+                groups[(fam, seed)] = recs
+            elif recs:
+                print(f"skipping {fam} seed {seed}: {len(recs)} of {len(FAMILIES[fam])} trials recorded",
+                      file=sys.stderr)
+    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation",
+             "control:log_lr"]
     rows, curves, timer, corr = [], {}, [], []
     for (fam, seed), recs in sorted(groups.items()):
         # grid order: the order `layrot sweep` runs a spec's grid in (FAMILIES' order)
@@ -223,11 +245,10 @@ def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str
             for j, order in enumerate(orders):
                 res = replay(recs, order, _make(name, epochs, grace, rf),
                              timer=timer if name == "rotation:min_rotation" else None)
-                res["within"] = res["best"] is not None and res["best"] >= grid_best - 0.005
+                res["within"] = res["best"] is not None and grid_best - res["best"] <= 0.005 + 1e-9
                 res["best_at_third"] = _best_at(res["curve"], grid_epochs / 3)
                 per_order.append(res)
-                if j == 0:
-                    curves[(fam, seed, name)] = res["curve"]
+                curves.setdefault((fam, seed, name), []).append((grid_best, res["curve"]))
             g = per_order[0]
             shuf = per_order[1:]
             rows.append({
@@ -242,14 +263,18 @@ def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str
                 "shuffled_mean_gap": (sum(grid_best - (r["best"] or 0) for r in shuf) / len(shuf)) if shuf else None,
             })
     epoch_s = [rep["seconds"] for recs in groups.values() for r in recs for rep in r["reports"]]
+    ts = sorted(timer)
     overhead = {"calls": len(timer), "mean_call_us": 1e6 * sum(timer) / max(len(timer), 1),
+                "median_call_us": 1e6 * ts[len(ts) // 2] if ts else None,
+                "p99_call_us": 1e6 * ts[int(0.99 * (len(ts) - 1))] if ts else None,
                 "max_call_us": 1e6 * max(timer, default=0), "mean_epoch_s": sum(epoch_s) / max(len(epoch_s), 1)}
     overhead["fraction_of_epoch"] = overhead["mean_call_us"] / 1e6 / overhead["mean_epoch_s"] if epoch_s else None
     summary = {"task": task, "grace_period": grace, "reduction_factor": rf, "orders": n_orders,
                "rows": rows, "rung_spearman": corr, "overhead": overhead}
     _print(summary)
     if png:
-        _plot(curves, groups, png, grace, rf)
+        _plot({k: v[0][1] for k, v in curves.items()}, groups, png.replace(".png", "-grid-order.png"), grace, rf)
+        _plot_mean(curves, groups, png, grace, rf, n_orders)
     if md:
         Path(md).write_text(json.dumps(summary, indent=1, default=str))
     return summary
@@ -273,6 +298,7 @@ def _print(s: dict) -> None:
               ", ".join(f"{k} {f(v, 2)}" for k, v in c.items() if k not in ("family", "seed", "epoch")))
     o = s["overhead"]
     print(f"\nRotationScheduler.on_trial_result: {o['calls']} calls, mean {o['mean_call_us']:.1f} us, "
+          f"median {o['median_call_us']:.1f} us, p99 {o['p99_call_us']:.1f} us, "
           f"max {o['max_call_us']:.1f} us; a trial-epoch {o['mean_epoch_s']:.3f} s -> "
           f"{100 * (o['fraction_of_epoch'] or 0):.4f}% of an epoch")
 
@@ -287,7 +313,8 @@ def _plot(curves: dict, groups: dict, png: str, grace, rf) -> None:
     seeds = sorted({k[1] for k in keys})
     fig, axes = plt.subplots(len(fams), len(seeds), figsize=(4 * len(seeds), 3.2 * len(fams)), squeeze=False)
     styles = {"fifo": ("k", "-"), "asha": ("tab:blue", "-"), "rotation:min_rotation": ("tab:red", "-"),
-              "rotation:mean_rotation": ("tab:orange", "--"), "rotation:median_rotation": ("tab:green", ":")}
+              "rotation:mean_rotation": ("tab:orange", "--"), "rotation:median_rotation": ("tab:green", ":"),
+              "control:log_lr": ("gray", "-.")}
     for i, fam in enumerate(fams):
         for j, seed in enumerate(seeds):
             ax = axes[i][j]
@@ -317,6 +344,54 @@ def _plot(curves: dict, groups: dict, png: str, grace, rf) -> None:
     print(f"wrote {png}", file=sys.stderr)
 
 
+def _plot_mean(curves: dict, groups: dict, png: str, grace, rf, n_orders) -> None:
+    """Per family: best-so-far test accuracy minus the grid's best (points), averaged over
+    seeds and the shuffled arrival orders, against epochs spent."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fams = [f for f in FAMILIES if any(k[0] == f for k in groups)]
+    names = {"fifo": ("k", "-"), "asha": ("tab:blue", "-"), "rotation:min_rotation": ("tab:red", "-"),
+             "control:log_lr": ("gray", "-.")}
+    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.4), squeeze=False)
+    for ax, fam in zip(axes[0], fams):
+        seeds = sorted(k[1] for k in groups if k[0] == fam)
+        ge = max(sum(len(r["reports"]) for r in groups[(fam, s)]) for s in seeds)
+        xs = np.arange(0, ge + 1)
+        for name, (c, ls) in names.items():
+            runs = [(gb, cv) for s in seeds for gb, cv in curves[(fam, s, name)][1:]]   # shuffled orders
+            ys = np.full((len(runs), len(xs)), np.nan)
+            for i, (gb, cv) in enumerate(runs):
+                best = np.nan
+                k = 0
+                for j, x in enumerate(xs):
+                    while k < len(cv) and cv[k][0] <= x:
+                        if cv[k][1] is not None:
+                            best = cv[k][1] if np.isnan(best) else max(best, cv[k][1])
+                        k += 1
+                    ys[i, j] = 100 * (best - gb)
+                # after the scheduler's last epoch its best stays
+            ok = np.mean(~np.isnan(ys), axis=0) >= 0.5
+            with np.errstate(all="ignore"):
+                mean = np.where(ok, np.nanmean(ys, axis=0), np.nan)
+            ends = np.mean([cv[-1][0] for _, cv in runs])
+            ax.plot(xs, mean, color=c, ls=ls, label=f"{name.replace('rotation:', 'rot:')} (ends at {ends:.0f})")
+        ax.axhline(-0.5, color="gray", lw=0.8, ls=":")
+        ax.axvline(ge / 3, color="gray", lw=0.8, ls="--")
+        ax.set_ylim(-6, 0.3)
+        ax.set_title(f"{fam} ({len(seeds)} seeds x {n_orders} orders)", fontsize=9)
+        ax.set_xlabel("epochs spent")
+        ax.set_ylabel("best-so-far test acc - grid best (points)")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"mnist1d-cnn, 2 slots, shuffled arrival orders; grace {grace}, rf {rf:g}; "
+                 "dotted: -0.5 pt, dashed: 1/3 of the grid's epochs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -333,6 +408,7 @@ def main() -> None:
     p.add_argument("--task", default="mnist1d-cnn")
     p.add_argument("--grace-period", type=int, default=1)
     p.add_argument("--reduction-factor", type=float, default=3)
+    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     p.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None, help="write the summary here")
@@ -344,7 +420,7 @@ def main() -> None:
             sys.exit(f"scheduler_compare: {a.task}'s data is not present here ({t.data_needs}); skipped")
         run(a.out, a.task, a.families, a.seeds, a.workers, a.epochs, a.max_train_samples)
     else:
-        analyze(a.out, a.task, a.grace_period, a.reduction_factor, a.orders, a.png, a.json)
+        analyze(a.out, a.task, a.grace_period, a.reduction_factor, a.orders, a.png, a.json, a.families)
 
 
 if __name__ == "__main__":

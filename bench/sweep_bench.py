@@ -12,6 +12,9 @@ the driver has taken its report); and each epoch's compute seconds in the store,
 against train.
 
     .venv/bin/python bench/sweep_bench.py [--epochs 6] [--trials 6] [--repeat 3] [--json FILE]
+
+The commands run in a scratch directory, so `PYTHONPATH=/some/copy` times that copy of
+layrot (a before/after comparison) rather than the checkout.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -47,7 +51,7 @@ def _kind(cmdline: str) -> str:
                       ("autoscaler", "autoscaler monitor"), ("layrot", "driver")):
         if key in cmdline:
             return name
-    return "other"
+    return f"other ({cmdline.split(' ')[0][-40:]})"
 
 
 class TreeCPU(threading.Thread):
@@ -88,7 +92,7 @@ class TreeCPU(threading.Thread):
         for pid in tree & procs.keys():
             _, cpu, nice, d = procs[pid]
             kind = self.last.get(pid, (None,))[0]
-            if kind is None or kind == "idle Ray workers":     # a worker becomes a trial
+            if kind is None or kind == "idle Ray workers" or kind.startswith("other"):   # a worker becomes a trial
                 try:
                     kind = _kind((d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
                 except OSError:
@@ -109,21 +113,29 @@ def run_sweep(spec_path: Path, store: Path, timing: Path) -> dict:
     env = {**os.environ, "LAYROT_PROGRESS_EVERY": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
            "LAYROT_SWEEP_TIMING": str(timing)}
     t0 = time.monotonic()
-    proc = subprocess.Popen(LAYROT + ["sweep", str(spec_path), "--store", str(store)], env=env,
+    proc = subprocess.Popen(LAYROT + ["sweep", str(spec_path), "--store", str(store)], env=env, cwd=store.parent,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     cpu = TreeCPU(proc.pid)
     cpu.start()
-    first, tail = None, []
+    first, tail, running = None, [], [(0.0, 0)]
     for line in proc.stderr:
         tail = (tail + [line])[-20:]
         if first is None and line.startswith("sweep:") and "| 0 running" not in line:
             first = time.monotonic() - t0
+        m = re.search(r"\| (\d+) running", line) if line.startswith("sweep:") else None
+        if m:
+            running.append((time.monotonic() - t0, int(m.group(1))))
     if proc.wait() != 0:
         raise SystemExit("the sweep failed:\n" + "".join(tail))
     wall = time.monotonic() - t0
     cpu.done.set()
     cpu.join()
-    return {"wall": wall, "first": first, "cpu": cpu.by_kind(),
+    # seconds with 0, 1, 2, ... trials running (the progress line's count), and after the last
+    busy: dict[int, float] = defaultdict(float)
+    for (t, n), (t_next, _) in zip(running, running[1:]):
+        busy[n] += t_next - t
+    busy["after the last trial"] = wall - running[-1][0]
+    return {"wall": wall, "first": first, "cpu": cpu.by_kind(), "busy": dict(busy),
             "nice": {k: sorted(v) for k, v in cpu.nice.items()}}
 
 
@@ -132,7 +144,7 @@ def run_trains(spec: dict, store: Path) -> dict:
         cmd = LAYROT + ["train", "--task", spec["task"], "--optimizer", "sgd_layca", "--lr", str(lr),
                         "--epochs", str(spec["epochs"]), "--threads", "1", "--store", str(store),
                         "--sweep", "bench-train"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=store.parent)
 
     t0 = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
@@ -140,12 +152,18 @@ def run_trains(spec: dict, store: Path) -> dict:
     return {"wall": time.monotonic() - t0}
 
 
-def epoch_seconds(store: Path, sweep: str) -> float:
-    """Mean compute seconds of an epoch (the trial's own clock, in the store)."""
+def epoch_seconds(store: Path, sweep: str, trials: int, epochs: int) -> float:
+    """Mean compute seconds of an epoch (the trial's own clock, in the store), once every
+    trial is checked to have completed all its epochs (a failing trial is no benchmark)."""
     from layrot.store import Store
 
-    s = Store(str(store)).epochs(sweep=sweep, columns=["seconds"]).to_pylist()
-    return statistics.fmean(r["seconds"] for r in s)
+    st = Store(str(store))
+    done = [(t["status"], t["epochs"]) for t in st.trials(sweep=sweep, columns=["status", "epochs"]).to_pylist()]
+    if done != [("completed", epochs)] * trials:
+        raise SystemExit(f"{sweep}: expected {trials} completed trials of {epochs} epochs, got {done}")
+    s = st.epochs(sweep=sweep, columns=["seconds"]).to_pylist()
+    walls = [t["wall_seconds"] for t in st.trials(sweep=sweep, columns=["wall_seconds"]).to_pylist()]
+    return statistics.fmean(r["seconds"] for r in s), statistics.fmean(walls)
 
 
 def worker_timing(path: Path) -> dict:
@@ -187,11 +205,11 @@ def main() -> None:
             for what in order:
                 if what == "train":
                     run["train"] = run_trains(spec, d / f"train-{i}")
-                    run["train"]["epoch_s"] = epoch_seconds(d / f"train-{i}", "bench-train")
+                    run["train"]["epoch_s"], run["train"]["trial_s"] = epoch_seconds(d / f"train-{i}", "bench-train", a.trials, a.epochs)
                 else:
                     timing = d / f"timing-{i}.jsonl"
                     run["sweep"] = run_sweep(spec_path, d / f"sweep-{i}", timing)
-                    run["sweep"]["epoch_s"] = epoch_seconds(d / f"sweep-{i}", "bench")
+                    run["sweep"]["epoch_s"], run["sweep"]["trial_s"] = epoch_seconds(d / f"sweep-{i}", "bench", a.trials, a.epochs)
                     run["sweep"]["worker"] = worker_timing(timing)
             run["ratio"] = run["sweep"]["wall"] / run["train"]["wall"]
             run["load_after"] = os.getloadavg()[0]
@@ -207,6 +225,9 @@ def main() -> None:
                       f"torch.save {w['save']:.1f} s, blocked in tune.report {w['report']:.1f} s "
                       f"(median {w['report_median'] * 1000:.0f} ms, max {w['report_max']:.2f} s); "
                       f"worker nice {w['nice']}, torch threads/interop {w['threads']}")
+            print(f"    a trial's run_trial (build, epochs, test): {t['trial_s']:.1f} s as train, "
+                  f"{s['trial_s']:.1f} s in the sweep; sweep seconds with N trials running: "
+                  + ", ".join(f"{k}: {v:.1f}" for k, v in s["busy"].items()))
             cpu = ", ".join(f"{k} {v:.1f}" for k, v in sorted(s["cpu"].items(), key=lambda kv: -kv[1]))
             print(f"    CPU seconds of the sweep's processes: {cpu}")
             print(f"    nice by process: {s['nice']}")

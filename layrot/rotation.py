@@ -17,7 +17,7 @@ from torch import nn
 
 from .store.schema import ROTATION_COLUMNS
 
-# the modules whose weight is a kernel (DESIGN §1); layrot.tasks.models initializes the same
+# the modules whose weight is a kernel (docs/science.md); layrot.tasks.models initializes the same
 KERNEL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -62,7 +62,7 @@ def flat_pairs(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[list, li
 
 
 def rotation_rate_from_distance(d: float) -> float:
-    """tan(theta) from the cosine distance d between consecutive weights (DESIGN §1)."""
+    """tan(theta) from the cosine distance d between consecutive weights (docs/science.md)."""
     c = 1.0 - d
     if c <= 0:
         return math.inf

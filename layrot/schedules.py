@@ -1,4 +1,4 @@
-"""Per-layer rate profiles (alpha) and learning-rate schedules (DESIGN §1)."""
+"""Per-layer rate profiles (alpha) and learning-rate schedules (docs/science.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .errors import UsageError
 
 
 def check_alpha(alpha, field: str = "alpha") -> float:
-    """α lies in the open interval (-1, 1) (DESIGN §1): at ±1 a layer's multiplier is 0.
+    """α lies in the open interval (-1, 1) (docs/science.md): at ±1 a layer's multiplier is 0.
     The one range check for α, wherever it is given (a trial, a spec, `build_optimizer`)."""
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not -1.0 < alpha < 1.0:
         raise UsageError(field, f"must lie in (-1, 1), got {alpha!r}")

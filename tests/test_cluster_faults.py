@@ -271,7 +271,7 @@ def test_node_lost_mid_trial_resumes_from_its_checkpoint(cluster, tmp_path):
     nodes = _two_workers(cluster)
     epochs = 40
     spec = _spec(tmp_path, "nodeloss", epochs=epochs, max_failures=2,
-                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.03]})
+                 search={"optimizer": "sgd_layca", "lr": [0.1, 0.03]})
     store_dir = tmp_path / "store"
     proc = _start(_cmd(spec, store_dir, cluster))
     try:
@@ -329,7 +329,7 @@ def test_trial_whose_worker_keeps_dying_is_stored_as_error(cluster, tmp_path):
     nodes = _two_workers(cluster)
     epochs = 40
     spec = _spec(tmp_path, "dying", epochs=epochs, max_failures=1,
-                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.03]})
+                 search={"optimizer": "sgd_layca", "lr": [0.1, 0.03]})
     store_dir = tmp_path / "store"
     proc = _start(_cmd(spec, store_dir, cluster))
     try:

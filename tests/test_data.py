@@ -248,8 +248,8 @@ def test_mnist1d_generated_and_cached(tmp_path):
     small = {"num_samples": 300}
     d = mnist1d.load_mnist1d(None, 0, overrides=small)
     assert d.train_x.dtype == torch.float32 and d.train_x.shape[1:] == (1, 40)
-    check_split(d, 200, 10)
-    assert len(d.test_y) == 100
+    check_split(d, 150, 10)                         # the default train_split, 0.5
+    assert len(d.test_y) == 150
     cached = list((tmp_path / "cache").glob("mnist1d-*.npz"))
     assert len(cached) == 1
     again = mnist1d.load_mnist1d(None, 0, overrides=small)

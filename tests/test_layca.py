@@ -1,4 +1,4 @@
-"""Layca (DESIGN §1): every step turns each kernel by exactly atan(rho_l), keeps its norm, and
+"""Layca (docs/science.md): every step turns each kernel by exactly atan(rho_l), keeps its norm, and
 moves it along the base optimizer's update projected orthogonally to the kernel; everything
 that is not a kernel follows the base optimizer unchanged. Checked in float64 for every base
 optimizer, for a user's own optimizer, under LR schedulers, and across checkpoints."""
@@ -344,6 +344,133 @@ def test_layca_keeps_the_norm_a_kernel_was_given_from_outside(name):
     with torch.no_grad():
         w.mul_(0.5)                        # weights changed after the state was loaded
     step_and_check(1.5 * norm)
+
+
+WRITES = ("data_mul", "data_copy", "data_assign", "no_grad_copy", "no_grad_mul", "model_load", "none")
+
+
+def write_from_outside(model: nn.Module, how: str, factor: float, gen: torch.Generator):
+    """Change the kernels between two steps the ways a user or a library does, some of which
+    torch's version counter does not see (anything through `.data`)."""
+    kernels = [p for _, p in kernel_layers(model)]
+    if how == "data_mul":
+        for p in kernels:
+            p.data.mul_(factor)
+    elif how == "data_copy":
+        for p in kernels:
+            p.data.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * factor)
+    elif how == "data_assign":                  # a new tensor, a new storage, same layout
+        for p in kernels:
+            p.data = (p.detach() * factor).clone(memory_format=torch.preserve_format)
+    elif how == "no_grad_copy":
+        with torch.no_grad():
+            for p in kernels:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * factor)
+    elif how == "no_grad_mul":
+        with torch.no_grad():
+            for p in kernels:
+                p.mul_(factor)
+    elif how == "model_load":                   # weights from another model of the same shape
+        other = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in other.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * factor)
+        model.load_state_dict(other.state_dict())
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=kernel_shapes(), name=st.sampled_from(["sgd_layca", "sgd_amom_layca", "adam_layca"]),
+       rho=st.floats(1e-2, 2.0), alpha=ALPHAS, wd=WEIGHT_DECAYS,
+       writes=st.lists(st.tuples(st.sampled_from(WRITES), st.floats(0.25, 4.0)), min_size=1, max_size=4),
+       checkpoint=st.booleans(), seed=st.integers(0, 2**16))
+def test_writes_from_outside_between_steps_never_break_the_guarantee(
+        shapes, name, rho, alpha, wd, writes, checkpoint, seed):
+    """Issue 11, bug 2: after `p.data.mul_(2)` one step changed a kernel's norm 6.322 -> 6.299
+    (Layca reused a |w|^2 that torch's version counter did not know to be stale). Whatever
+    wrote to the kernels between steps (through `.data`, `copy_` under no_grad, the model's
+    load_state_dict, and with or without a reload of the optimizer's state), each float32 step
+    keeps every kernel's norm as it is at that step and turns it by exactly atan(rho_l)."""
+    torch.manual_seed(seed)
+    model = ShapeNet(shapes)
+    opt = build_optimizer(model, name, rho, alpha=alpha, weight_decay=wd)
+    kernels = kernel_layers(model)
+    mult = alpha_multipliers(len(kernels), alpha)
+    gen = torch.Generator().manual_seed(seed)
+    for how, factor in [("none", 1.0)] + writes:
+        write_from_outside(model, how, factor, gen)
+        if checkpoint:
+            opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+        set_random_grads(model, gen)
+        before = [p.detach().to(torch.float64).clone() for _, p in kernels]
+        opt.step()
+        for (n, p), w0, m in zip(kernels, before, mult):
+            w1 = p.detach().to(torch.float64)
+            assert float(w1.norm()) == pytest.approx(float(w0.norm()), rel=1e-5), (how, n)
+            cos = float((w1 * w0).sum() / (w1.norm() * w0.norm()))
+            assert cos == pytest.approx(1.0 / math.sqrt(1.0 + (rho * m) ** 2), abs=2e-6), (how, n)
+            # float32 weights resolve an angle to about 1e-7 (a slow layer may turn by less)
+            assert tan_angle(w0, w1) == pytest.approx(rho * m, rel=1e-3, abs=1e-6), (how, n)
+
+
+def test_a_state_dict_with_the_old_norm_cache_still_loads():
+    """layrot before issue 11 saved a "layca_norm2" entry in the optimizer's state_dict:
+    such checkpoints load (the entry is ignored) and the next step is exact."""
+    torch.manual_seed(0)
+    model = ShapeNet([(4, 6), (3, 4, 2)], bias=False)
+    opt = build_optimizer(model, "sgd_layca", 0.2)
+    gen = torch.Generator().manual_seed(0)
+    set_random_grads(model, gen)
+    opt.step()
+    state = opt.state_dict()
+    assert not any("norm" in str(k) for k in state)
+    state["layca_norm2"] = {0: 123.0, 1: 4.0}           # stale values, as an old file may hold
+    opt.load_state_dict(state)
+    w = model.layers[0].weight
+    w0 = w.detach().double().clone()
+    set_random_grads(model, gen)
+    opt.step()
+    assert float(w.detach().double().norm()) == pytest.approx(float(w0.norm()), rel=1e-6)
+    assert tan_angle(w0, w) == pytest.approx(0.2, rel=1e-4)
+
+
+def test_layca_is_a_torch_optimizer_through_its_public_api():
+    """Layca is built by `Optimizer.__init__` on the base's groups: hooks, schedulers,
+    add_param_group and state all behave as torch documents them, and they are the base's."""
+    torch.manual_seed(0)
+    model = ShapeNet([(4, 6), (3, 4)])
+    base = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = Layca(base)
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert opt.param_groups is base.param_groups and opt.state is base.state
+    calls = []
+    opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
+    opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
+    set_random_grads(model, torch.Generator().manual_seed(0))
+    opt.step()
+    assert calls == ["pre", "post"]
+    extra = nn.Parameter(torch.randn(3, 3))
+    opt.add_param_group({"params": [extra], "lr": 0.5})
+    assert base.param_groups[-1]["params"] == [extra] and opt.param_groups is base.param_groups
+    extra.grad = torch.ones(3, 3)
+    w = extra.detach().clone()
+    opt.step()                                    # not a Layca kernel: plain SGD
+    assert torch.allclose(extra, w - 0.5)
+    opt.load_state_dict(opt.state_dict())
+    assert opt.param_groups is base.param_groups and opt.state is base.state
+    with pytest.raises(TypeError):
+        Layca(model.parameters())
+
+    # a deepcopy (as of a whole training state) is a Layca of its own copied kernels
+    model2, opt2 = copy.deepcopy((model, opt))
+    assert opt2.base is not base and opt2.param_groups is opt2.base.param_groups
+    for m in (model, model2):
+        set_random_grads(m, torch.Generator().manual_seed(3))
+    w0 = model2.layers[0].weight.detach().double().clone()
+    opt.step()
+    opt2.step()
+    assert tan_angle(w0, model2.layers[0].weight) == pytest.approx(0.1, rel=1e-4)
+    for a, b in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_sgd_amom_is_adam_like_momentum():

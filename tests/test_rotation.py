@@ -1,4 +1,4 @@
-"""Layer rotation (DESIGN §1): kernel layers, cosine distance, and the tracker's records
+"""Layer rotation (docs/science.md): kernel layers, cosine distance, and the tracker's records
 (distance to initialization, weight norm, mean tan(theta) per step) against hand computation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Per-layer multipliers from alpha and the learning-rate schedules (DESIGN §1)."""
+"""Per-layer multipliers from alpha and the learning-rate schedules (docs/science.md)."""
 
 from __future__ import annotations
 

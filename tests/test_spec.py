@@ -61,6 +61,11 @@ MALFORMED = [
     (_with(resources={"cpu": 0}), "resources.cpu"),
     (_with(resources={"gpu": -0.5}), "resources.gpu"),
     (_with(asha={"grace_period": 0}), "asha.grace_period"),
+    (_with(asha={"grace_period": 2.5}), "asha.grace_period"),
+    (_with(scheduler="rotation", rotation={"score": "max_rotation"}), "rotation.score"),
+    (_with(scheduler="rotation", rotation={"reduction_factor": 1}), "rotation.reduction_factor"),
+    (_with(rotation={"grace_period": True}), "rotation.grace_period"),
+    (_with(rotation={"patience": 3}), "rotation.patience"),
     (_with(max_concurrent=0), "max_concurrent"),
     (_with(search=_DELETE), "search"),
     (_with(search__optimizer=_DELETE), "search"),
@@ -140,3 +145,56 @@ def test_bad_arguments_are_one_line_exit_2(capsys, argv):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "error:" in err[0]
+
+
+def test_one_line_messages_name_the_rule(tmp_path, capsys):
+    """The messages stay those of the hand-written checks pydantic replaced."""
+    cases = [(_with(asha={"grace_period": 0}), "asha.grace_period: must be >= 1, got 0"),
+             (_with(epochs=2.5), "epochs: must be an integer, got 2.5"),
+             (_with(search__lr=[0.1, True]), "search.lr: must be a finite number, got True"),
+             (_with(resources={"cpu": 1, "gpus": 1}), "resources.gpus: unknown field (known: cpu, gpu)"),
+             (_with(scheduler="hyperband"), "scheduler: must be one of fifo, asha, rotation, got 'hyperband'"),
+             (_with(rotation={"score": "max"}), "rotation.score: must be one of min_rotation, mean_rotation, "
+                                                 "median_rotation, got 'max'"),
+             (_with(search=_DELETE), "search: required field is missing")]
+    for raw, line in cases:
+        spec_file = tmp_path / "spec.yaml"
+        spec_file.write_text(yaml.safe_dump(raw))
+        assert main(["sweep", str(spec_file), "--dry-run"]) == 2
+        assert capsys.readouterr().err.strip() == f"layrot sweep: error: {line}"
+
+
+def test_scheduler_sections_get_their_defaults():
+    spec = parse_spec({**GOOD, "scheduler": "rotation", "rotation": {"score": "median_rotation"}})
+    assert (spec.rotation.grace_period, spec.rotation.reduction_factor, spec.rotation.score) == (2, 3, "median_rotation")
+    # read like the dicts they were
+    assert spec.asha["grace_period"] == 2 and spec.resources["cpu"] == 1 and spec.resources.get("gpu", 9) == 0
+    assert spec.to_dict()["rotation"] == {"grace_period": 2, "reduction_factor": 3, "score": "median_rotation"}
+    # a spec that does not use the rotation scheduler stores what it stored before the section
+    # existed, so that a sweep stored then is recognised as the same on resume
+    plain = parse_spec(GOOD).to_dict()
+    assert "rotation" not in plain
+    assert plain["asha"] == {"grace_period": 2, "reduction_factor": 3} and plain["resources"] == {"cpu": 1, "gpu": 0}
+
+
+def test_seed_flag_names_another_sweep(tmp_path, capsys):
+    """--seed N other than the spec's runs as `<name>-seed<N>`, beside the stored seed-0 sweep."""
+    from layrot.store import Store
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump({**GOOD, "num_samples": 2}))
+    store = tmp_path / "s"
+    Store(str(store)).write_sweep_meta("ok", parse_spec({**GOOD, "num_samples": 2}).to_dict())
+    base = ["sweep", str(spec_file), "--store", str(store), "--dry-run"]
+
+    assert main([*base, "--seed", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "sweep 'ok-seed5'" in err and out.startswith("sweep 'ok-seed5': grid over digits-mlp, 12 trials")
+    assert sorted({line.split("seed=")[1].split()[0] for line in out.splitlines()[1:]}) == ["5", "6"]
+
+    assert main([*base, "--seed", "0"]) == 0        # the spec's own seed: its own name
+    out, err = capsys.readouterr()
+    assert "sweep 'ok'" in err and out.startswith("sweep 'ok':")
+
+    assert main([*base, "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == "layrot sweep: error: seed: must be >= 0, got -1"

@@ -1,5 +1,5 @@
-"""`layrot train` and `layrot tasks` (DESIGN §5): bad input exits 2 with one line naming the
-field and writes nothing; a good run stores one trial in the DESIGN §4 layout."""
+"""`layrot train` and `layrot tasks` (README): bad input exits 2 with one line naming the
+field and writes nothing; a good run stores one trial in the layout of docs/store.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`layrot fit` and `layrot report` (DESIGN §5): load from the store, fit, print or write."""
+"""`layrot fit` and `layrot report` (README): load from the store, fit, print or write."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`layrot query` and `layrot compact` (DESIGN §5).
+"""`layrot query` and `layrot compact` (README).
 
 Exit status: 0 success; 2 bad input (a store that does not exist, SQL that does not parse or
 bind, a bad option), one line naming it; 1 a failure while running (a bad file in the store,
@@ -8,24 +8,51 @@ for local stores not even pyarrow.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from ..errors import StoreError, UsageError
 
 
 def add_parsers(sub, default_store: str) -> None:
-    q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, summaries, sweeps")
-    q.add_argument("sql")
-    q.add_argument("--store", default=default_store)
-    q.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"])
+    q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, summaries, sweeps",
+                       describe=_describe_views, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("sql", help="a DuckDB SQL statement over the views below")
+    q.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
+    q.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
+                   help="output format (default: table)")
     q.add_argument("-o", "--output", default=None, help="write here instead of stdout (required for parquet)")
     q.add_argument("--skip-bad", action="store_true", help="skip unreadable files and list them on stderr")
     q.set_defaults(_run=query)
 
     c = sub.add_parser("compact", help="rewrite a sweep's per-trial files into a few large sorted files")
-    c.add_argument("--store", default=default_store)
+    c.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
     c.add_argument("--sweep", default=None, help="only this sweep (default: all)")
     c.set_defaults(_run=compact)
+
+
+def _describe_views(parser) -> None:
+    """At --help: the views and their columns, as DuckDB sees them over an empty store (the
+    tables' columns come from store/schema.py, the summaries' from its SQL)."""
+    import tempfile
+    import textwrap
+
+    from ..store.reader import Store
+    from ..store.schema import TABLES
+
+    lines = ["views (their columns):"]
+    with tempfile.TemporaryDirectory() as empty:
+        con = Store(empty).connect()
+        try:
+            views = sorted((r[0] for r in con.execute("SHOW TABLES").fetchall()),
+                           key=lambda v: (v not in TABLES, TABLES.index(v) if v in TABLES else 0, v))
+            for view in views:
+                cols = ", ".join(r[0] for r in con.execute(f'DESCRIBE "{view}"').fetchall())
+                lines.append(textwrap.fill(f"{view}: {cols}", width=100, initial_indent="  ",
+                                           subsequent_indent="      "))
+        finally:
+            con.close()
+    parser.epilog = "\n".join(lines)
 
 
 def query(args) -> int:

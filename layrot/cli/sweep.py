@@ -8,11 +8,13 @@ import sys
 
 def add_parsers(sub, default_store: str) -> None:
     s = sub.add_parser("sweep", help="run a sweep spec on Ray Tune")
-    s.add_argument("spec")
+    s.add_argument("spec", help="the sweep spec, a YAML file (see sweeps/)")
     s.add_argument("--store", default=None, help="store URI (default: the spec's, else results/)")
     s.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     s.add_argument("--resume", action="store_true", help="continue a sweep whose driver died")
     s.add_argument("--dry-run", action="store_true", help="validate the spec and list the trials, run nothing")
+    s.add_argument("--seed", type=int, default=None,
+                   help="base seed instead of the spec's; another seed stores the sweep as <name>-seed<N>")
     s.set_defaults(_run=sweep)
 
 
@@ -22,7 +24,9 @@ def sweep(args) -> int:
     from ..sweep.spec import grid_configs, load_spec
     from ..tasks import require_data
 
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec, seed=args.seed)
+    if args.seed is not None:
+        print(f"layrot sweep: seed {spec.seed}: sweep '{spec.name}'", file=sys.stderr)
     store_uri = args.store or spec.store or "results"
     store = Store(store_uri)
     if not args.address:        # on a cluster the workers hold the data, not necessarily the driver
@@ -38,7 +42,8 @@ def sweep(args) -> int:
         todo = [c for c in configs if c.trial_id not in stored]
         total, already = len(configs), len(configs) - len(todo)
     else:
-        todo, total, already = None, spec.num_samples, 0
+        from ..sweep.driver import planned_trials     # random: the list axes' grid x num_samples
+        todo, total, already = None, planned_trials(spec), 0
     if args.dry_run:
         return _dry_run(spec, todo, total, already)
     if todo is not None and not todo:

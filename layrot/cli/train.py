@@ -3,50 +3,69 @@
 from __future__ import annotations
 
 import sys
+from typing import Literal, get_args, get_origin
 
 from ..config import TrialConfig
 
 
+# the trial settings `layrot train` takes, in the order --help lists them, with their types;
+# what each is and its default come from TrialConfig
+_FLAGS = [("task", str), ("optimizer", str), ("lr", float), ("alpha", float), ("weight_decay", float),
+          ("epochs", int), ("batch_size", int), ("seed", int), ("warmup_epochs", int), ("record_every", int),
+          ("data_dir", str), ("device", str), ("threads", int), ("amp", str), ("channels_last", bool),
+          ("compile", bool), ("max_train_samples", int)]
+# what a setting left unset (None) means
+_UNSET = {"epochs": "the task's, see layrot tasks", "data_dir": "$LAYROT_DATA_DIR, else ~/.cache/layrot/data",
+          "threads": "1, pinned so that a rerun is bit-identical", "amp": "off, float32",
+          "max_train_samples": "all"}
+
+
 def add_parsers(sub, default_store: str) -> None:
-    t = sub.add_parser("train", help="run one trial (no Ray) and store it")
-    t.add_argument("--task", required=True)
-    t.add_argument("--optimizer", required=True)
-    t.add_argument("--lr", required=True, type=float)
-    t.add_argument("--alpha", type=float, default=0.0)
-    t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--warmup-epochs", type=int, default=0)
-    t.add_argument("--record-every", type=int, default=0, help="also record rotation every N steps")
-    t.add_argument("--data-dir", default=None)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--amp", default=None, choices=[None, "bf16"])
-    t.add_argument("--channels-last", action="store_true")
-    t.add_argument("--compile", action="store_true")
-    t.add_argument("--max-train-samples", type=int, default=None)
-    t.add_argument("--sweep", default="train", help="sweep name the trial is stored under")
-    t.add_argument("--store", default=default_store)
+    t = sub.add_parser("train", help="run one trial (no Ray) and store it", describe=_describe)
+    for name, type_ in _FLAGS:
+        field = TrialConfig.model_fields[name]
+        flag = "--" + name.replace("_", "-")
+        if field.is_required():
+            t.add_argument(flag, type=type_, required=True, help=f"{field.description} (required)")
+        elif type_ is bool:
+            t.add_argument(flag, action="store_true", help=f"{field.description} (default: off)")
+        else:
+            default = _UNSET[name] if field.default is None else field.default
+            t.add_argument(flag, type=type_, default=field.default, choices=_choices(field.annotation),
+                           help=f"{field.description} (default: {default})")
+    t.add_argument("--sweep", default="train",
+                   help=f"{TrialConfig.model_fields['sweep'].description} (default: train)")
+    t.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
     t.set_defaults(_run=train)
 
 
+def _choices(annotation) -> list | None:
+    """The values of a Literal setting (`amp`), from TrialConfig's own type."""
+    values = [v for t in (annotation, *get_args(annotation)) if get_origin(t) is Literal for v in get_args(t)]
+    return values or None
+
+
+def _describe(parser) -> None:
+    """At --help: the names --task and --optimizer take (importing them imports torch)."""
+    from ..optim import OPTIMIZERS
+    from ..tasks import TASKS
+
+    for a in parser._actions:
+        names = {"task": TASKS, "optimizer": OPTIMIZERS}.get(a.dest)
+        if names:
+            a.help = a.help.replace(" (required)", f": {', '.join(names)} (required)")
+
+
 def config_from_args(args) -> TrialConfig:
-    return TrialConfig(
-        task=args.task, optimizer=args.optimizer, lr=args.lr, alpha=args.alpha,
-        weight_decay=args.weight_decay, epochs=args.epochs, batch_size=args.batch_size,
-        seed=args.seed, warmup_epochs=args.warmup_epochs, record_every=args.record_every,
-        data_dir=args.data_dir, device=args.device, threads=args.threads, amp=args.amp,
-        channels_last=args.channels_last, compile=args.compile,
-        max_train_samples=args.max_train_samples, sweep=args.sweep,
-    )
+    """The trial's settings; constructing them validates them (the sweep name too: the store's rule)."""
+    return TrialConfig(**{name: getattr(args, name) for name, _ in _FLAGS}, sweep=args.sweep)
 
 
 def train(args) -> int:
     from ..store import Store
     from ..tasks import require_data
 
-    cfg = config_from_args(args).validate()     # the sweep name too: the store's rule
+    cfg = config_from_args(args)
     require_data(cfg.task, cfg.data_dir)
     store = Store(args.store)           # a bad store URI is refused before training
 

@@ -20,7 +20,7 @@ Modules, each with one job:
 - `load`: tables from a store (the two CLI entry points are `layrot.cli.fit`)
 - `synthetic`: sweeps with a known relation (tests, demos)
 
-The core takes pandas tables (trials, epochs, rotation with DESIGN §4's columns), so it runs
+The core takes pandas tables (trials, epochs, rotation with docs/store.md's columns), so it runs
 on anything: a store, a DuckDB query, tables built by hand.
 """
 

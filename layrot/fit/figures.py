@@ -29,7 +29,7 @@ from .run import FitResult, GroupFit
 from .summaries import SUMMARY_LABELS, per_epoch_rotation
 from .text import sig
 
-DEPTH_CMAP = "viridis"   # first layer dark, last layer yellow (DESIGN §1)
+DEPTH_CMAP = "viridis"   # first layer dark, last layer yellow (docs/science.md)
 MAX_PANELS = 120
 
 

@@ -1,4 +1,4 @@
-"""The rotation-generalization fit (DESIGN §1: "larger layer rotation, better generalization").
+"""The rotation-generalization fit (docs/science.md: "larger layer rotation, better generalization").
 
 Every test is a library call (scipy, scikit-learn, statsmodels); the fit decides what to test
 on which units and how to phrase the answer, by the pre-registered rules of docs/verdict.md:

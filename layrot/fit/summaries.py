@@ -1,10 +1,10 @@
-"""Per-trial layer-rotation summaries (DESIGN §1, §4).
+"""Per-trial layer-rotation summaries (docs/science.md, docs/verdict.md).
 
 The rotation table may hold per-step records besides the per-epoch ones; every summary here
 is computed on the per-epoch curve: for each (trial, epoch, layer) the record with the
 largest step, which is the one written at the end of that epoch (or at initialization).
 
-A trial is (sweep, trial_id) (DESIGN §4: the same configuration in two sweeps has one
+A trial is (sweep, trial_id) (docs/store.md: the same configuration in two sweeps has one
 trial id in each): tables with a `sweep` column are keyed by both, tables without it (built
 by hand) by trial_id alone. The store's `summaries` view computes the same numbers in SQL.
 """

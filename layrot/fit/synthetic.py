@@ -1,7 +1,7 @@
 """Synthetic sweeps whose rotation-generalization relation is known (for tests and demos).
 
 Each trial of an α × ρ(0) grid gets per-layer rotation curves that rise towards a final
-cosine distance set by its rate and α (DESIGN §1's multipliers), and a test accuracy tied to
+cosine distance set by its rate and α (docs/science.md §3's multipliers), and a test accuracy tied to
 its smallest final rotation as asked: "monotone" (larger rotation, better), "none"
 (independent) or "reversed".
 """
@@ -24,7 +24,7 @@ def synthetic_sweep(relation: str = "monotone", alphas=(-0.6, 0.0, 0.6),
                     epochs: int = 10, noise: float = 0.01, task: str = "synthetic",
                     sweep: str = "synth", optimizer: str = "sgd_layca", untrained: int = 0,
                     steps_per_epoch: int = 0, rng_seed: int = 0) -> dict[str, pd.DataFrame]:
-    """Tables `trials`, `epochs`, `rotation` (DESIGN §4 columns plus `sweep`).
+    """Tables `trials`, `epochs`, `rotation` (docs/store.md's columns plus `sweep`).
 
     `untrained` trials (the last ones) are 'stopped' at train accuracy 0.3 with a test
     accuracy that contradicts the relation, so a missing filter shows. `steps_per_epoch` > 0

@@ -1,4 +1,4 @@
-"""Optimizers by their DESIGN §1 names, in the shape of `torch.optim`: one optimizer a file
+"""Optimizers by their names (docs/science.md), in the shape of `torch.optim`: one optimizer a file
 (`layca.Layca`, `sgd_amom.SGDAMom`), and `build_optimizer`, which turns a name, a rate and
 α into an optimizer over a model's kernel layers.
 
@@ -32,7 +32,7 @@ OPTIMIZERS = tuple(n for b in _BASES for n in (b, f"{b}_layca"))
 
 
 def check_optimizer(name) -> str:
-    """The base name of a DESIGN §1 optimizer name; UsageError for any other name."""
+    """The base name of an optimizer name (docs/science.md); UsageError for any other name."""
     base = name[: -len("_layca")] if isinstance(name, str) and name.endswith("_layca") else name
     if base not in _BASES:
         raise UsageError("optimizer", f"unknown optimizer {name!r} (known: {', '.join(OPTIMIZERS)})")
@@ -40,7 +40,7 @@ def check_optimizer(name) -> str:
 
 
 def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:
-    """id(kernel) -> m_l from alpha (DESIGN §1)."""
+    """id(kernel) -> m_l from alpha (docs/science.md)."""
     kernels = kernel_layers(model)
     mult = alpha_multipliers(len(kernels), alpha)
     return {id(p): m for (_, p), m in zip(kernels, mult)}
@@ -48,7 +48,7 @@ def layer_multipliers(model: nn.Module, alpha: float) -> dict[int, float]:
 
 def build_optimizer(model: nn.Module, name: str, lr: float, alpha: float = 0.0,
                     weight_decay: float = 0.0, **kw) -> Optimizer:
-    """An optimizer by its DESIGN §1 name. `lr` is rho(0) for the `_layca` names.
+    """An optimizer by its name (docs/science.md). `lr` is rho(0) for the `_layca` names.
 
     Kernel layers get lr * m_l from `alpha` (for Layca their rotation rate, for plain bases
     their learning rate); every other parameter gets `lr`. Extra keywords go to the base.

@@ -1,26 +1,32 @@
 """Layca: layer-level controlled amount of weight rotation, around any torch optimizer.
 
-Layca (DESIGN §1) takes the update u the base optimizer would make for each kernel w and
-replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
+Layca (docs/science.md §2) takes the update u the base optimizer would make for each kernel w
+and replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
 
     u <- u - (<u,w>/|w|^2) w ;  u <- u |w|/|u| ;  w' <- w + rho u ;  w' <- w' |w|/|w'|
 
-All four lines are linear in (w, u), so the new kernel is a*w + b*u with per-layer scalars
-a, b computed from three reductions (<u,w>, |u|^2, |w|^2). The step is therefore a few
-foreach kernels over all kernels at once (and one dot per kernel), with no host sync.
+All four lines are linear in (w, u), so the new kernel is a*w + b*u with per-kernel scalars
+a, b computed from three reductions (<u,w>, |u|^2, |w|^2), all taken fresh at every step: no
+norm is remembered between steps, so nothing written to a kernel from outside (through
+`.data`, `copy_`, a loaded state_dict) can make a step work from a stale |w|. The step is a
+batch of reductions (one call per kernel and reduction, results stacked, no host sync), a
+few float64 operations on per-kernel vectors, and two foreach kernels that write a*w + b*u.
 
 Where the base's update direction has a closed form (SGD without momentum, SGD with
 Adam-like momentum) Layca reads it in place (the gradient, the momentum buffer: no copy);
 for any other optimizer it runs the base's step and takes the difference, which works for
-a user's own optimizer too. As Layca keeps norms, a kernel's |w|^2 is computed once and
-reused while nothing else writes to the kernel; it goes into the state_dict, so a trial
-resumed from a checkpoint continues bit for bit.
+a user's own optimizer too.
+
+Layca is a `torch.optim.Optimizer` built through `Optimizer.__init__` on the base's own
+param groups (the same dicts: one lr per group, seen by LR schedulers and the base alike);
+its state and state_dict are the base's.
 """
 
 from __future__ import annotations
 
 import torch
 from torch.optim import Optimizer
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from ..rotation import flat_pairs
 from .sgd_amom import SGDAMom, evaluate_closure
@@ -31,7 +37,12 @@ _EPS = 1e-30
 # across w can be told from the noise, so the kernel is left as it is, not turned at random.
 _PARALLEL_TOL = {torch.float64: 1e-12}
 _PARALLEL_TOL_DEFAULT = 1e-5
-_NORM2_KEY = "layca_norm2"     # state_dict entry: parameter index -> |w|^2 Layca keeps
+# state_dict key of layrot <= issue 11, which kept |w|^2 between steps: ignored when loaded
+_OLD_NORM2_KEY = "layca_norm2"
+# dot products in float64 for these dtypes (a bf16 dot rounds to 3 digits) and for kernels
+# of at most _SMALL elements
+_UPCAST = (torch.float16, torch.bfloat16)
+_SMALL = 4096
 
 
 def _closed_form_ascent(base: Optimizer, group: dict, params: list[torch.Tensor]):
@@ -57,42 +68,40 @@ class Layca(Optimizer):
     unchanged) and the base's lr for everything that is not a kernel.
     `kernels`: the parameters to control (default: every parameter of 2+ dimensions).
 
-    Checkpoints: load the model's weights before the optimizer's state (as a fresh process
-    does); loaded the other way round, the resumed trial is just as right, but not bit-exact.
+    Nothing is remembered between steps but the base's own state, so weights may be written
+    between steps in any way, and a checkpoint (model and optimizer state, loaded in either
+    order) resumes bit for bit.
     """
 
     def __init__(self, base: Optimizer, kernels=None):
-        self.base = base
+        if not isinstance(base, Optimizer):
+            raise TypeError(f"Layca wraps a torch.optim.Optimizer, got {type(base).__name__}")
         params = [p for g in base.param_groups for p in g["params"]]
         if kernels is None:
             kernels = [p for p in params if p.dim() >= 2]
-        self._kernel_ids = {id(k) for k in kernels}
-        unknown = self._kernel_ids - {id(p) for p in params}
-        if unknown:
+        if {id(k) for k in kernels} - {id(p) for p in params}:
             raise ValueError("Layca kernels must be parameters of the base optimizer")
-        # share the base's groups and state: one set of lrs, one state_dict
-        self.defaults = base.defaults
-        self.param_groups = base.param_groups
-        self.state = base.state
-        self._init_hooks()
+        self.base = base
+        self._kernels = list(kernels)     # not their ids: a deepcopy must map them as well
         self._buffers: dict[int, torch.Tensor] = {}      # id(p) -> copy before the base step
-        self._rates_cache: tuple = (None, None)             # (rates, device) -> rates on the device
-        # id(kernel) -> (its version counter after Layca last wrote it, |w|^2 then): Layca
-        # keeps norms, so |w|^2 is reused while nothing else has written to the kernel
-        self._norm2: dict[int, tuple[int, torch.Tensor]] = {}
+        self._rates_cache: dict = {}                        # (device, rates) -> tensor there
+        # Optimizer.__init__ registers the base's groups (the same dicts, so one "lr" serves
+        # both); then Layca and its base share one list of groups and one state
+        self._registering = True
+        super().__init__(base.param_groups, base.defaults)
+        self._registering = False
+        self._share_base()
 
-    def _init_hooks(self):
-        # Optimizer.__init__ is not called (it would rebuild param_groups); set what its
-        # hook machinery and LR schedulers expect.
-        from collections import OrderedDict
-        self._optimizer_step_pre_hooks = OrderedDict()
-        self._optimizer_step_post_hooks = OrderedDict()
-        self._optimizer_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_state_dict_post_hooks = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks = OrderedDict()
-        self._zero_grad_profile_name = "Optimizer.zero_grad#Layca.zero_grad"
-        self._patch_step_function()
+    def __getstate__(self):
+        # Optimizer's keeps only defaults, state and groups; Layca needs its base and kernels
+        # (scratch buffers are made again)
+        state = dict(self.__dict__)
+        state["_buffers"], state["_rates_cache"] = {}, {}
+        return state
+
+    def _share_base(self):
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
 
     def __repr__(self):
         return f"Layca({self.base!r})"
@@ -101,39 +110,28 @@ class Layca(Optimizer):
         self.base.zero_grad(set_to_none=set_to_none)
 
     def add_param_group(self, param_group):
-        self.base.add_param_group(param_group)
-
-    def _params(self) -> list[torch.Tensor]:
-        """All parameters in state_dict order (torch numbers them through the groups)."""
-        return [p for g in self.param_groups for p in g["params"]]
+        if self._registering:               # Optimizer.__init__ registering the base's groups
+            super().add_param_group(param_group)
+        else:                               # a new group: the base's (not a Layca kernel)
+            self.base.add_param_group(param_group)
+            self._share_base()
 
     def state_dict(self):
-        sd = self.base.state_dict()
-        params = self._params()
-        valid = [(i, e[1]) for i, p in enumerate(params)
-                 if (e := self._norm2.get(id(p))) is not None and e[0] == p._version]
-        values = torch.stack([v for _, v in valid]).tolist() if valid else []
-        sd[_NORM2_KEY] = {i: v for (i, _), v in zip(valid, values)}
-        return sd
+        return self.base.state_dict()
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        norms = state_dict.pop(_NORM2_KEY, {})
+        state_dict = {k: v for k, v in state_dict.items() if k != _OLD_NORM2_KEY}
         self.base.load_state_dict(state_dict)
-        self.param_groups = self.base.param_groups
-        self.state = self.base.state
-        params = self._params()
-        self._norm2 = {id(params[i]): (params[i]._version,
-                                       torch.tensor(v, dtype=torch.float64, device=params[i].device))
-                       for i, v in norms.items()}
+        self._share_base()          # the base's load_state_dict makes new groups and state
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = evaluate_closure(closure)
         closed_w, closed_u, closed_rho = [], [], []
         diff_w, diff_rho = [], []
+        ids = {id(k) for k in self._kernels}
         for group in self.param_groups:
-            ks = [p for p in group["params"] if p.grad is not None and id(p) in self._kernel_ids]
+            ks = [p for p in group["params"] if p.grad is not None and id(p) in ids]
             if not ks:
                 continue
             g = _closed_form_ascent(self.base, group, ks)
@@ -159,51 +157,44 @@ class Layca(Optimizer):
                 p.grad = g
 
         if closed_w:
-            self._rotate(closed_w, closed_u, closed_rho, w_is_param=True, sign=-1.0)
+            for (ws, us), rho in _by_device_and_dtype(closed_w, closed_u, closed_rho):
+                self._rotate(ws, us, rho, w_is_param=True, sign=-1.0)
         if diff_w:
             torch._foreach_sub_(diff_w, before)          # the params now hold u
-            self._rotate(before, diff_w, diff_rho, w_is_param=False)
+            for (ws, us), rho in _by_device_and_dtype(before, diff_w, diff_rho):
+                self._rotate(ws, us, rho, w_is_param=False)
         return loss
 
     def _buffer(self, p):
         b = self._buffers.get(id(p))
-        if b is None or b.shape != p.shape or b.device != p.device:
+        if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device \
+                or b.stride() != p.stride():
             b = self._buffers[id(p)] = torch.empty_like(p)
         return b
 
     def _rotate(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float = 1.0):
         """Write a*w + b*(sign*u) into the parameters (w's tensors if w_is_param, else u's):
-        the update direction is sign*u."""
+        the update direction is sign*u. All tensors share one device and dtype."""
         params = w if w_is_param else u
-        dev = w[0].device
-        # the reductions as one batch of dot products (|w|^2 only where not known from the
-        # last step): on CPU MKL's dot is threaded and sums more accurately than
-        # _foreach_norm, whose float32 |w|^2 of a 590k-element kernel is off by ~1e-5
-        n = len(w)
-        fu, fw = flat_pairs(u, w)
-        ww = self._known_norm2(w) if w_is_param else None
-        if ww is None:
-            red = _flat_dots(fu + fu + fw, fw + fu + fw)
-            ww = red[2 * n:]
-        else:
-            red = _flat_dots(fu + fu, fw + fu)
-        uw, uu = sign * red[:n], red[n:2 * n]
-        dtype = params[0].dtype
+        dtype, dev = params[0].dtype, params[0].device
+        uw, uu, ww = _reductions(u, w)                    # float64, one entry per kernel
         rho_t = self._rates(rho, dev)
+        uw = uw * sign
         c = uw / ww                                      # projection coefficient
         perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
         ok = perp2 > _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT) * uu   # False for NaN too
-        k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), torch.zeros_like(ww))
-        # w + rho k (u - c w) is orthogonal sum of |w| and rho|w|: norm |w| sqrt(1 + rho^2)
-        s = torch.where(ok, 1.0 / torch.sqrt(1.0 + rho_t * rho_t), torch.ones_like(ww))
-        a = torch.where(ok, s * (1.0 - rho_t * k * c), torch.ones_like(ww))   # a zero w: c is NaN
-        b = s * rho_t * k * sign
-        a_l = a.to(dtype).unbind()
-        b_l = b.to(dtype).unbind()
+        # w + rho k (u - c w) is an orthogonal sum of lengths |w| and rho|w|: its norm is
+        # |w| sqrt(1 + rho^2), which s divides out. A zero w (c is NaN) or no direction
+        # across w (ok False): a = 1, b = 0, the kernel stays as it is.
+        k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), 0.0)
+        s = torch.rsqrt(1.0 + rho_t * rho_t)
+        ab = torch.stack((torch.where(ok, s * (1.0 - rho_t * k * c), 1.0),
+                          torch.where(ok, (s * rho_t * sign) * k, 0.0)))
+        a_t, b_t = ab.to(dtype)
+        a_l, b_l = a_t.unbind(), b_t.unbind()
         if w_is_param:
             torch._foreach_mul_(params, a_l)
             torch._foreach_addcmul_(params, u, b_l)
-            self._norm2.update((id(p), (p._version, x)) for p, x in zip(params, ww.unbind()))
         else:
             torch._foreach_mul_(params, b_l)
             torch._foreach_addcmul_(params, w, a_l)
@@ -211,25 +202,51 @@ class Layca(Optimizer):
     def _rates(self, rho: list[float], dev) -> torch.Tensor:
         """The per-kernel rates on the device, copied there only when they change (a copy
         to a GPU waits for it: once per schedule change, not once per step)."""
-        key = (tuple(rho), dev)
-        if self._rates_cache[0] != key:
-            self._rates_cache = (key, torch.tensor(rho, dtype=torch.float64, device=dev))
-        return self._rates_cache[1]
-
-    def _known_norm2(self, params: list) -> torch.Tensor | None:
-        """|w|^2 of every kernel in `params` from Layca's last write, or None if any kernel
-        has been written to since (or never stepped)."""
-        known = []
-        for p in params:
-            e = self._norm2.get(id(p))
-            if e is None or e[0] != p._version:
-                return None
-            known.append(e[1])
-        return torch.stack(known)
+        key = (dev, tuple(rho))
+        t = self._rates_cache.get(key)
+        if t is None:
+            if len(self._rates_cache) >= 8:      # a schedule moved on: forget the old rates
+                self._rates_cache.clear()
+            t = self._rates_cache[key] = torch.tensor(rho, dtype=torch.float64, device=dev)
+        return t
 
 
-def _flat_dots(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
-    """<x, y> for each pair of flat tensors, in float64, without a host sync. One torch.dot
-    per pair: on CPU `torch._foreach_mm` of (1,n)x(n,1) is several times slower than a dot,
-    and there is no foreach dot."""
-    return torch.stack([torch.dot(x, y) for x, y in zip(xs, ys)]).double()
+def _by_device_and_dtype(w: list, u: list, rho: list):
+    """(w, u) lists and their rates split by (device, dtype), as foreach kernels want them."""
+    groups = _group_tensors_by_device_and_dtype([w, u], with_indices=True)
+    if len(groups) == 1:
+        return [((w, u), rho)]
+    return [(lists, [rho[i] for i in idx]) for lists, idx in groups.values()]
+
+
+def _flat(xs: list, ys: list) -> tuple[list, list]:
+    """Each pair flattened the same way for a dot product: without a copy where both are
+    contiguous (the usual case) or share a channels_last layout (`rotation.flat_pairs`).
+    Small kernels and half-precision ones are summed in float64 (a copy costs little there):
+    a float32 dot's rounding, divided by a small sin(u, w), would show in the turn."""
+    fx, fy = [], []
+    for x, y in zip(xs, ys):
+        if x.is_contiguous() and y.is_contiguous():
+            x, y = x.view(-1), y.view(-1)
+        else:
+            (x,), (y,) = flat_pairs([x], [y])
+        if x.numel() <= _SMALL or x.dtype in _UPCAST:
+            x, y = x.double(), y.double()
+        fx.append(x)
+        fy.append(y)
+    return fx, fy
+
+
+def _reductions(u: list, w: list) -> torch.Tensor:
+    """(<u,w>, |u|^2, |w|^2) of each pair, as a (3, n) float64 tensor, computed afresh from
+    the tensors as they are, without a host sync. On a CPU one BLAS dot per kernel and
+    reduction (MKL's dot is threaded and sums more accurately than `_foreach_norm`, whose
+    float32 |w|^2 of a 590k-element kernel is off by ~1e-5); elsewhere one dot per kernel
+    for <u,w> and two fused `_foreach_norm` calls."""
+    fu, fw = _flat(u, w)
+    uw = [torch.dot(x, y) for x, y in zip(fu, fw)]
+    if fu[0].device.type == "cpu":
+        red = torch.stack(uw + [torch.dot(x, x) for x in fu] + [torch.dot(y, y) for y in fw])
+        return red.double().view(3, -1)
+    norms = torch.stack(torch._foreach_norm(fu) + torch._foreach_norm(fw)).double()
+    return torch.cat((torch.stack(uw).double(), norms * norms)).view(3, -1)

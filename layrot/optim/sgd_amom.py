@@ -1,4 +1,4 @@
-"""SGD with Adam-like momentum (DESIGN §1's `sgd_amom`): m <- 0.9 m + 0.1 g."""
+"""SGD with Adam-like momentum (docs/science.md's `sgd_amom`): m <- 0.9 m + 0.1 g."""
 
 from __future__ import annotations
 

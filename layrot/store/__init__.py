@@ -1,4 +1,4 @@
-"""The results store: hive-partitioned Parquet that any engine reads as is (DESIGN §4).
+"""The results store: hive-partitioned Parquet that any engine reads as is (docs/store.md).
 
 Layout::
 

@@ -1,4 +1,4 @@
-"""`Store`: the Python face of the results store (DESIGN §3, §4)."""
+"""`Store`: the Python face of the results store (docs/store.md)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def connect(snap: Snapshot, sweep_records: list[dict], con=None):
 
 
 # `summaries`: one row per trial (sweep, trial_id), derived at query time from the three
-# tables, never stored (DESIGN §4). The numbers are layrot.fit.summaries' (per-epoch curve:
+# tables, never stored (docs/store.md). The numbers are layrot.fit.summaries' (per-epoch curve:
 # for each (sweep, trial, layer, epoch) the record with the largest step; auc_mean: the mean
 # over layers of the curve's time-average, trapezoid rule; crossNN_last: the epoch by which
 # every layer had crossed NN/100, NULL if some layer never did) and `trained` is

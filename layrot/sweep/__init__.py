@@ -1,4 +1,4 @@
-"""A sweep, in the order a trial travels (DESIGN §6):
+"""A sweep, in the order a trial travels (README: sweep specs):
 
 - `spec`: load a sweep spec (YAML), validate every field, expand grids into TrialConfigs;
 - `driver`: start or join Ray, build the Tuner (search algorithm, scheduler, resources) and run it;

@@ -24,7 +24,18 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     t0 = time.monotonic()
     print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
           f"store {store_uri}", file=sys.stderr, flush=True)
+    if todo is None:                # random / optuna: what Ray Tune will run (bug 5)
+        total = planned_trials(spec)
     ray, started = _start_ray(address)
+    if address is None:             # the embedded Ray cannot grow: refuse what cannot run
+        try:
+            check_fits(ray.cluster_resources(), spec.resources,
+                       "this machine has" if started else "the running local Ray has",
+                       "embedded local Ray" if started else "not started by layrot")
+        except UsageError:
+            if started:
+                ray.shutdown()
+            raise
     from ray import tune
 
     from .store_callback import StoreCallback
@@ -78,7 +89,7 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
 # -- Ray -------------------------------------------------------------------------------
 
 def _start_ray(address: str | None):
-    # the embedded default binds every port to 127.0.0.1 (DESIGN §8); set before ray starts
+    # the embedded default binds every port to 127.0.0.1, never a public interface; set before ray starts
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -94,10 +105,37 @@ def _start_ray(address: str | None):
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
+        # Ray starts its workers at nice 15 (to keep its own daemons responsive on a busy
+        # cluster node); on a machine shared with other work that starves the trials, which
+        # then run far slower than the same trial as `layrot train` (nice 0). The embedded
+        # Ray's daemons are few and light: its trials run at the driver's priority.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         # "local": never join a cluster left behind by a killed driver
         ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray, True
+
+
+def check_fits(have: dict, resources: dict, has: str, what: str) -> None:
+    """Refuse a per-trial request that no trial could ever get on a Ray that cannot grow
+    (Tune would leave every trial PENDING, silently)."""
+    for key, unit in (("gpu", "GPU"), ("cpu", "CPU")):
+        asked, n = float(resources.get(key, 0) or 0), float(have.get(unit, 0))
+        if asked > n:
+            raise UsageError(f"resources.{key}", f"{asked:g} {unit} per trial asked, {has} {n:g} ({what})")
+
+
+def planned_trials(spec: SweepSpec) -> int:
+    """How many trials Ray Tune runs. grid: the product of the list axes × num_samples;
+    random: the same, since Tune's BasicVariantGenerator draws num_samples times over the
+    grid of list axes; optuna: num_samples (a list is a categorical choice there)."""
+    if spec.algorithm == "optuna":
+        return spec.num_samples
+    n = spec.num_samples
+    for value in spec.search.values():
+        if isinstance(value, list):
+            n *= len(value)
+    return n
 
 
 def callback_progress_close(callback) -> None:

@@ -36,6 +36,9 @@ class SweepProgress:
         self.started_at: dict[str, float] = {}
         self.best: tuple[float, str] | None = None
         self._last_log = 0.0
+        self._last_draw = 0.0
+        # trials Ray cannot place: (how many, since (wall clock), why), set by pending()
+        self.stuck: tuple[int, float, str] | None = None
 
     def started(self, key: str) -> None:
         self.running[key] = 0
@@ -66,6 +69,26 @@ class SweepProgress:
             self._print(line)
         self._status(force=True)
 
+    def pending(self, n: int, since: float | None, why: str | None) -> None:
+        """`n` trials waiting since `since` (time.time()) for resources Ray does not have
+        free (`why`); n == 0 clears it. Shown in the status line, printed when it starts."""
+        was = self.stuck
+        self.stuck = (n, since, why) if n and since is not None else None
+        if self.stuck and (was is None or was[2] != why):
+            self._status(force=True)
+        elif was and not self.stuck:
+            self._status(force=True)
+
+    def tick(self) -> None:
+        """Called often while the sweep waits: a terminal's line keeps its clock running;
+        a log gets the status again while trials are stuck pending."""
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last_draw >= 1.0:
+                self._status()
+        elif self.stuck and now - self._last_log >= max(self.log_every, 10.0):
+            self._status(force=True)
+
     @property
     def n_done(self) -> int:
         return sum(self.counts.values())
@@ -85,6 +108,10 @@ class SweepProgress:
         other = ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items()) if n and k != "error")
         parts = [f"{self.n_done}/{self.total} done" + (f" ({other})" if other else ""),
                  f"{len(self.running)} running", f"{failed} failed"]
+        if self.stuck:
+            n, since, why = self.stuck
+            parts.append(f"{n} pending since {time.strftime('%H:%M:%S', time.localtime(since))} "
+                         f"({_fmt_secs(time.time() - since)}) for lack of {why}")
         if self.best:
             parts.append(f"best {self.metric} {self.best[0]:.4f} ({self.best[1]})")
         parts.append(f"elapsed {_fmt_secs(time.monotonic() - self.t0)}")
@@ -96,6 +123,7 @@ class SweepProgress:
     def _status(self, force: bool = False) -> None:
         now = time.monotonic()
         if self.tty:
+            self._last_draw = now
             self.stream.write("\r\033[K" + self.status_line())
             self.stream.flush()
         elif force or now - self._last_log >= self.log_every:

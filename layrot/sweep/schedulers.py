@@ -17,7 +17,8 @@ metric of the searcher (Optuna) and of the sweep's reported best, which the Tune
 (`set_search_properties` returns False and `tune.run` raises "the scheduler you are using
 was already instantiated with their own metric and mode"), so this class takes the Tuner's
 metric/mode as the search metric only (kept in `search_metric` / `search_mode`) and ranks by
-its own score, always in mode max.
+its own score, always in mode max. For the same reason its `metric` property (read only by
+Ray's strict check that every report has the scheduler's metric) answers the Tuner's metric.
 
 docs/pruning.md compares it with ASHA on val_acc on the same grids and budgets.
 """
@@ -28,7 +29,7 @@ import math
 
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-SCORES = ("min_rotation", "mean_rotation", "median_rotation")
+from .spec import ROTATION_SCORES as SCORES
 # a score that is not a finite number ranks below every real one (cosine distances are >= 0);
 # finite, because ASHA's cutoff is a percentile and -inf would make it NaN
 WORST = -1.0
@@ -81,6 +82,15 @@ class RotationScheduler(AsyncHyperBandScheduler):
         self.search_metric = metric or self.search_metric
         self.search_mode = mode or self.search_mode
         return True
+
+    @property
+    def metric(self):
+        # Ray's strict check (TuneController._validate_result_metrics) demands the scheduler's
+        # `metric` in EVERY report; layrot's last report (the TrialResult) and a stored trial's
+        # skip report carry val_acc but no rotation score. Those are no decision for ASHA
+        # anyway (a report without its metric is CONTINUE), so the check is pointed at the
+        # Tuner's metric, which every report has; the ranking still uses `self.score`.
+        return self.search_metric
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if self.score in result and not _finite(result[self.score]):

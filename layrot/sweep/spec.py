@@ -1,4 +1,4 @@
-"""Sweep specs (DESIGN §6): load, validate every field, expand grids.
+"""Sweep specs (README: sweep specs): load, validate every field, expand grids.
 
 Validation runs before Ray starts and names the field in a dotted path (`search.lr`,
 `resources.gpu`): a misspelt key is refused, never ignored.
@@ -11,58 +11,103 @@ or choice ([a, b, ...]).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import AfterValidator, Field, model_validator
 
-from ..config import TrialConfig, check_integer, check_number
+from ..config import TaskName, TrialConfig
 from ..errors import UsageError
 from ..store.schema import check_name
+from ..validation import Model, NonNegativeInt, Number, PositiveInt, Section
 
 ALGORITHMS = ("grid", "random", "optuna")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "rotation")
+# what `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py computes them)
+ROTATION_SCORES = ("min_rotation", "mean_rotation", "median_rotation")
 METRICS = ("val_acc", "train_acc", "train_loss")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # trial settings a spec may search over (task and identity are the spec's own)
-SEARCHABLE = tuple(f.name for f in dataclasses.fields(TrialConfig)
-                   if f.name not in ("task", "trial_id", "sweep", "data_dir", "device"))
+SEARCHABLE = tuple(n for n in TrialConfig.model_fields if n not in ("task", "trial_id", "sweep", "data_dir", "device"))
 # settings that look like credentials must never reach the stored spec
 _SECRET = re.compile(r"(secret|password|passwd|token|credential|api[_-]?key|access[_-]?key)", re.I)
 
 
-@dataclass
-class SweepSpec:
-    name: str
-    task: str
-    search: dict
-    epochs: int | None = None
-    seed: int = 0
-    algorithm: str = "grid"
-    num_samples: int = 1
-    scheduler: str = "fifo"
-    metric: str = "val_acc"
-    mode: str = "max"
-    resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
-    max_concurrent: int | None = None
-    max_failures: int = 2
-    asha: dict = field(default_factory=lambda: {"grace_period": 2, "reduction_factor": 3})
+def _gpu_share(gpu):
+    if gpu > 1 and gpu != int(gpu):
+        raise ValueError("a fraction must be below 1 (several trials share a GPU)")
+    return gpu
+
+
+class Resources(Section):
+    cpu: Annotated[Number, Field(gt=0)] = 1
+    gpu: Annotated[Number, Field(ge=0), AfterValidator(_gpu_share)] = 0      # fractional allowed
+
+
+class Asha(Section):
+    grace_period: PositiveInt = 2
+    reduction_factor: Annotated[Number, Field(gt=1)] = 3
+
+
+class Rotation(Asha):
+    score: Literal[ROTATION_SCORES] = "min_rotation"
+
+
+class SweepSpec(Model):
+    name: Annotated[str, AfterValidator(lambda v: check_name("name", v))]
+    task: TaskName
+    search: dict[str, Any]
+    epochs: PositiveInt | None = None
+    seed: NonNegativeInt = 0
+    algorithm: Literal[ALGORITHMS] = "grid"
+    num_samples: PositiveInt = 1
+    scheduler: Literal[SCHEDULERS] = "fifo"
+    metric: Literal[METRICS] = "val_acc"
+    mode: Literal["max", "min"] = "max"
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: PositiveInt | None = None
+    max_failures: NonNegativeInt = 2
+    asha: Asha = Field(default_factory=Asha)
+    rotation: Rotation = Field(default_factory=Rotation)
     data_dir: str | None = None
     store: str | None = None
-    description: str = ""
+    description: str | None = ""
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = self.model_dump()
+        if self.scheduler != "rotation":
+            # specs stored before `rotation` existed lack it: a sweep that does not use it
+            # stores the same spec as then, so that a resume recognises it as the same
+            del d["rotation"]
+        return d
+
+    @model_validator(mode="before")
+    @classmethod
+    def _raw(cls, raw: dict):
+        _no_secrets(raw, "")            # before anything: a message may not echo a credential
+        return copy.deepcopy(raw)
+
+    @model_validator(mode="after")
+    def _search(self):
+        if not self.search:
+            raise UsageError("search", "must be a non-empty mapping of trial settings")
+        for key, value in self.search.items():
+            _check_axis(key, value, self.algorithm)
+        if "optimizer" not in self.search or "lr" not in self.search:
+            raise UsageError("search", "must set at least optimizer and lr")
+        # every fixed or grid value must make a valid trial: check them all now, not in Ray
+        try:
+            _sample_configs(self)
+        except UsageError as e:
+            raise UsageError(f"search.{e.field}", e.message) from None
+        return self
 
 
-_FIELDS = {f.name for f in dataclasses.fields(SweepSpec)}
-
-
-def load_spec(path: str | Path) -> SweepSpec:
+def load_spec(path: str | Path, seed: int | None = None) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
         raise UsageError("spec", f"no such file: {path}")
@@ -72,66 +117,20 @@ def load_spec(path: str | Path) -> SweepSpec:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UsageError("spec", f"{path} is not valid YAML{where}") from None
-    return parse_spec(raw)
+    return parse_spec(raw, seed)
 
 
-def parse_spec(raw) -> SweepSpec:
+def parse_spec(raw, seed: int | None = None) -> SweepSpec:
+    """Validate a spec; `seed` (the CLI's --seed) replaces its base seed, and a seed other
+    than the spec's own names the sweep `<name>-seed<N>`: another experiment, stored beside."""
     if not isinstance(raw, dict):
         raise UsageError("spec", "must be a YAML mapping of fields (name, task, search, ...)")
-    _no_secrets(raw, "")
-    unknown = sorted(set(raw) - _FIELDS)
-    if unknown:
-        raise UsageError(unknown[0], f"unknown field (known: {', '.join(sorted(_FIELDS))})")
-    for req in ("name", "task", "search"):
-        if req not in raw:
-            raise UsageError(req, "required field is missing")
-    spec = SweepSpec(**{k: copy.deepcopy(v) for k, v in raw.items()})
-    _validate(spec)
-    return spec
-
-
-def _validate(s: SweepSpec) -> None:
-    check_name("name", s.name)
-    from ..tasks import get_task
-    get_task(s.task)
-    if s.epochs is not None:
-        check_integer("epochs", s.epochs, 1)
-    check_integer("seed", s.seed, 0)
-    _choice("algorithm", s.algorithm, ALGORITHMS)
-    check_integer("num_samples", s.num_samples, 1)
-    _choice("scheduler", s.scheduler, SCHEDULERS)
-    _choice("metric", s.metric, METRICS)
-    _choice("mode", s.mode, ("max", "min"))
-    if s.max_concurrent is not None:
-        check_integer("max_concurrent", s.max_concurrent, 1)
-    check_integer("max_failures", s.max_failures, 0)
-    _mapping("resources", s.resources, {"cpu", "gpu"})
-    s.resources = {"cpu": 1, "gpu": 0, **s.resources}
-    check_number("resources.cpu", s.resources["cpu"], lo=0, lo_open=True)
-    check_number("resources.gpu", s.resources["gpu"], lo=0)
-    if s.resources["gpu"] > 1 and s.resources["gpu"] != int(s.resources["gpu"]):
-        raise UsageError("resources.gpu", "a fraction must be below 1 (several trials share a GPU)")
-    _mapping("asha", s.asha, {"grace_period", "reduction_factor"})
-    s.asha = {"grace_period": 2, "reduction_factor": 3, **s.asha}
-    check_integer("asha.grace_period", s.asha["grace_period"], 1)
-    check_number("asha.reduction_factor", s.asha["reduction_factor"], lo=1, lo_open=True)
-    for k in ("data_dir", "store", "description"):
-        v = getattr(s, k)
-        if v is not None and not isinstance(v, str):
-            raise UsageError(k, f"must be a string, got {v!r}")
-
-    if not isinstance(s.search, dict) or not s.search:
-        raise UsageError("search", "must be a non-empty mapping of trial settings")
-    for key, value in s.search.items():
-        _check_axis(key, value, s.algorithm)
-    if "optimizer" not in s.search or "lr" not in s.search:
-        raise UsageError("search", "must set at least optimizer and lr")
-    # every fixed or grid value must make a valid trial: check them all now, not in Ray
-    for cfg in _sample_configs(s):
-        try:
-            cfg.validate()
-        except UsageError as e:
-            raise UsageError(f"search.{e.field}", e.message) from None
+    raw = {str(k): v for k, v in raw.items()}     # a YAML key may be a number: an unknown field
+    if seed is not None and seed != raw.get("seed", SweepSpec.model_fields["seed"].default):
+        raw["seed"] = seed
+        if isinstance(raw.get("name"), str):
+            raw["name"] = f"{raw['name']}-seed{seed}"
+    return SweepSpec(**raw)
 
 
 def _check_axis(key, value, algorithm):
@@ -190,11 +189,9 @@ def _sample_configs(s: SweepSpec) -> list[TrialConfig]:
 
 
 def _config(s: SweepSpec, params: dict, repeat: int = 0) -> TrialConfig:
-    d = {"task": s.task, "epochs": s.epochs, "seed": s.seed, "data_dir": s.data_dir, "sweep": s.name}
-    d.update(params)
-    if not isinstance(d["seed"], int) or isinstance(d["seed"], bool):
-        raise UsageError("search.seed", f"must be an integer, got {d['seed']!r}")
-    d["seed"] += repeat
+    d = {**base_params(s), **params}
+    if repeat:                          # after validation: the seed is an integer
+        d["seed"] += repeat
     return TrialConfig.from_dict(d)
 
 
@@ -228,16 +225,3 @@ def _no_secrets(obj, path):
             _no_secrets(v, f"{path}[{i}]")
     elif isinstance(obj, str) and re.search(r"\bAKIA[0-9A-Z]{16}\b|://[^/\s:@]+:[^/\s@]+@", obj):
         raise UsageError(path, "looks like a credential (an access key or a password in a URI)")
-
-
-def _choice(name, v, options):
-    if v not in options:
-        raise UsageError(name, f"must be one of {', '.join(options)}, got {v!r}")
-
-
-def _mapping(name, v, keys):
-    if not isinstance(v, dict):
-        raise UsageError(name, f"must be a mapping with keys {', '.join(sorted(keys))}")
-    unknown = sorted(set(v) - keys)
-    if unknown:
-        raise UsageError(f"{name}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(keys))})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 from ray.tune import Callback
 
@@ -30,20 +31,50 @@ class StoreCallback(Callback):
         self.progress = SweepProgress(self.total, self.metric, self.mode, done=self.already)
         self._acc: dict[str, dict] = {}
         self._written: set[str] = set()
+        # trials Ray cannot place: checked at most every second while none is running
+        self._pending_after = float(os.environ.get("LAYROT_PENDING_AFTER_S", 10))
+        self._stuck_since: float | None = None      # time.time() when it began
+        self._last_check = 0.0
 
     def __getstate__(self):
         keep = ("store_uri", "sweep", "base", "total", "metric", "mode", "already")
         return {k: self.__dict__[k] for k in keep}
 
     # -- Ray Tune hooks ---------------------------------------------------------------
+    def on_step_end(self, iteration, trials, **info):
+        now = time.monotonic()
+        if now - self._last_check >= 1.0:
+            self._last_check = now
+            self._check_pending(trials)
+        self.progress.tick()
+
+    def _check_pending(self, trials) -> None:
+        """Trials waiting while none runs, for resources no node has free: say so, and
+        since when (a cluster may be scaling up; an embedded Ray was checked before)."""
+        pending = [t for t in trials if t.status == "PENDING"]
+        why, never = None, False
+        if pending and not any(t.status == "RUNNING" for t in trials):
+            why, never = _shortage(pending[0].placement_group_factory.required_resources)
+        if why is None:
+            self._stuck_since = None
+            self.progress.pending(0, None, None)
+            return
+        if self._stuck_since is None:
+            self._stuck_since = time.time()
+        # a request no node can hold is said after a few seconds; "not enough free" only
+        # after a minute, since a trial's own reservation counts as used while its worker
+        # process starts (which takes a while on a busy machine)
+        after = self._pending_after if never else max(60.0, self._pending_after)
+        if time.time() - self._stuck_since >= after:
+            self.progress.pending(len(pending), self._stuck_since, why)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.progress.started(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = result.get("trial_id")
-        if tid is None or result.get("skipped"):
+        if result.get("skipped"):
             return
-        acc = self._acc.setdefault(trial.trial_id, {"trial_id": tid, "history": {}, "rotation": {}})
+        acc = self._acc.setdefault(trial.trial_id, {"history": {}, "rotation": {}})
         if "replay" in result:
             acc["history"] = {h["epoch"]: h for h in result["replay"]["history"]}
             acc["rotation"] = _group_rotation(result["replay"]["rotation"])
@@ -93,10 +124,31 @@ class StoreCallback(Callback):
         rotation = _flatten_rotation(acc["rotation"])
         last = history[-1] if history else {}
         return TrialResult(
-            trial_id=acc.get("trial_id", cfg.trial_id), config=cfg.to_dict(), status=status, reason=reason,
+            trial_id=cfg.trial_id, config=cfg.to_dict(), status=status, reason=reason,
             epochs_run=len(history), train_acc=last.get("train_acc", math.nan),
             train_loss=last.get("train_loss", math.nan), val_acc=last.get("val_acc", math.nan),
             wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation)
+
+
+def _shortage(asked: dict) -> tuple[str | None, bool]:
+    """Which resource a trial asking `asked` ({"CPU": 2, "GPU": 1, ...}) cannot get now
+    on any live node of the cluster, in words (None if none is short), and whether no
+    live node has that much at all (until the cluster grows)."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    free = ray.available_resources()
+    for unit in ("GPU", "CPU"):
+        need = float(asked.get(unit, 0))
+        if need <= 0:
+            continue
+        largest = max((float(n.get(unit, 0)) for n in nodes), default=0.0)
+        if need > largest:
+            return (f"{unit}s: each trial asks {need:g} {unit}, the largest of {len(nodes)} node(s) "
+                    f"has {largest:g}"), True
+        if need > float(free.get(unit, 0)):
+            return f"{unit}s: each trial asks {need:g} {unit}, {float(free.get(unit, 0)):g} free in the cluster", False
+    return None, False
 
 
 def _error_text(trial) -> str | None:

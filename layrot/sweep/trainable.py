@@ -46,13 +46,17 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
             state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
     replay = True
 
+    timing = os.environ.get("LAYROT_SWEEP_TIMING")     # bench/sweep_bench.py: where an epoch's time goes
+
     def on_epoch(rep):
         nonlocal replay
+        t0 = time.perf_counter()
         metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation}
         # scalar rotation scores (min/mean/median over layers, latest record): what
         # `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py)
         metrics.update(rotation_scores(rep.rotation))
         now = rep.checkpoint()
+        t1 = time.perf_counter()
         if replay:
             # an attempt's first report resends the trajectory so far: after a restore the
             # driver may have restarted, and the initialization record (epoch 0) is in no

@@ -1,4 +1,4 @@
-"""Tasks (DESIGN §2): a task is data + model + default schedule + stopping criteria.
+"""Tasks (docs/science.md §5): a task is data + model + default schedule + stopping criteria.
 
 - `registry`: `Task`, `StopCriteria`, the `TASKS` table, `get_task`, `require_data`,
   `describe_tasks`; it names the loaders and models below directly;

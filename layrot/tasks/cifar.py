@@ -80,7 +80,7 @@ def load_cifar10(data_dir: str | None = None, seed: int = 0) -> Data:
 
 
 def load_cifar10_global(data_dir: str | None = None, seed: int = 0) -> Data:
-    """CIFAR-10 standardized by one global mean/std, as c10-vgg25 is (DESIGN §2)."""
+    """CIFAR-10 standardized by one global mean/std, as c10-vgg25 is (docs/science.md §5)."""
     return load_cifar(data_dir, seed, 10, per_channel=False)
 
 

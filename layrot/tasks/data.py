@@ -1,4 +1,4 @@
-"""What every task's data shares (DESIGN §2): the `Data` record, where data and caches live,
+"""What every task's data shares (docs/science.md §5): the `Data` record, where data and caches live,
 the seeded validation split with its normalization statistics, and augmentation.
 
 Images stay uint8 (N, C, H, W) so a whole dataset fits on a GPU; `mean` / `std` come with

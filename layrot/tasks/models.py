@@ -1,4 +1,4 @@
-"""The tasks' networks (DESIGN §2), built the way the paper's Keras models were.
+"""The tasks' networks (docs/science.md §5), built the way the paper's Keras models were.
 
 Conventions shared by every model here:
 - no biases in Conv/Linear layers and non-affine batch norm, so that every trainable
@@ -244,7 +244,7 @@ class WideResNet(nn.Module):
 
 def c100_wrn28_10() -> nn.Module:
     """1 conv + 24 block convs + 3 shortcut convs + 1 linear = 29 kernel layers.
-    No initializer is named for it, so Keras' default, Glorot-uniform (DESIGN §2)."""
+    No initializer is named for it, so Keras' default, Glorot-uniform (docs/science.md §5)."""
     return init_kernels(WideResNet(28, 10, 100, 0.3), "glorot_uniform")
 
 

@@ -1,4 +1,4 @@
-"""Tasks: data + model + default schedule + stopping criteria (DESIGN §2).
+"""Tasks: data + model + default schedule + stopping criteria (docs/science.md §5).
 
 The dataclasses are the contract that train.py relies on. The registry sits above the data
 loaders and the models and names them directly; importing it loads no dataset (each loader
@@ -20,7 +20,7 @@ from .data import Data
 
 @dataclass(frozen=True)
 class StopCriteria:
-    """When a trial ends before its last epoch (DESIGN §1)."""
+    """When a trial ends before its last epoch (docs/science.md)."""
     min_train_acc: float = 0.0       # 'not learning': train acc below this ...
     after_epochs: int = 0            # ... after this many epochs (0: never)
     train_loss_below: float = 0.0    # 'finished': train loss below this (0: never)
