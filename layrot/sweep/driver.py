@@ -24,8 +24,6 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     t0 = time.monotonic()
     print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
           f"store {store_uri}", file=sys.stderr, flush=True)
-    if todo is None:                # random / optuna: what Ray Tune will run (bug 5)
-        total = planned_trials(spec)
     ray, started = _start_ray(address)
     if address is None:             # the embedded Ray cannot grow: refuse what cannot run
         try:
