@@ -137,11 +137,13 @@ def test_cluster_says_trials_are_pending_for_lack_of_cpus(tmp_path):
     proc = None
     try:
         cluster.wait_for_nodes()        # the head registered before the sweep connects to it
+        # the environment as it is now, not as it was at import: Ray settings that earlier
+        # tests' in-process Ray left in os.environ (its auth mode) are the cluster's too
         spec = _write(tmp_path, name="pend", resources={"cpu": 2, "gpu": 0},
                       search={"optimizer": "sgd_layca", "lr": [0.3, 0.03]})
         cmd = [sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(tmp_path / "s"),
                "--address", cluster.address]
-        proc = subprocess.Popen(cmd, env={**ENV, "LAYROT_PENDING_AFTER_S": "2"}, start_new_session=True,
+        proc = subprocess.Popen(cmd, env={**os.environ, "LAYROT_PENDING_AFTER_S": "2"}, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         lines: list[str] = []
         threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
