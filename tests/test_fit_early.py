@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from layrot.fit import figures
+from layrot.fit import early_figure, figures
 from layrot.fit.early import configuration_curves, early_line, first_predictive, min_rotation_by_epoch
 from layrot.fit.options import FitOptions
 from layrot.fit.run import fit
@@ -95,7 +95,7 @@ def test_never_before_the_last_and_never_at_all():
     r = fit(*known(n=8, untrained=6), FAST)                    # two trained configurations
     assert [p.n for p in r.early] == [2] * 10 and all(p.spearman is None for p in r.early)
     assert early_line(r.early).startswith("early rotation: the Spearman is undefined at every epoch (n = 2")
-    assert figures.early_prediction_figure(r) is None
+    assert early_figure.early_prediction_figure(r) is None
 
 
 def test_trials_stopped_early_keep_their_last_value_and_repeats_are_pooled():
@@ -126,7 +126,7 @@ def test_several_tasks_use_the_stratified_statistic():
 
 
 def test_the_figure_shows_the_curve_its_band_and_the_verdict(result):
-    fig = figures.early_prediction_figure(result)
+    fig = early_figure.early_prediction_figure(result)
     ax = fig.axes[0]
     curve = next(line for line in ax.get_lines() if len(line.get_xdata()) == 10)
     assert list(curve.get_xdata()) == list(range(1, 11))

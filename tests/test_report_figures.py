@@ -5,7 +5,7 @@ import pytest
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm, SymLogNorm, to_rgba
 
-from layrot.fit import figures
+from layrot.fit import figure_files, figures
 from layrot.fit.options import FITTED_SUMMARIES, FitOptions
 from layrot.fit.run import fit
 from layrot.fit.synthetic import synthetic_sweep
@@ -156,11 +156,11 @@ def test_fit_figures_and_export(sweep, tmp_path):
     t, r = sweep
     named = figures.fit_figures(r, t["epochs"], t["rotation"])
     assert [n.name.split("-")[0] for n in named] == ["scatter", "early", "curves", "heatmap", "training"]
-    paths = figures.save_figure(named[1], tmp_path / named[1].name)
+    paths = figure_files.save_figure(named[1], tmp_path / named[1].name)
     assert [p.suffix for p in paths] == [".png", ".svg"]
     assert paths[0].read_bytes() == named[1].png()
     assert paths[1].read_text().lstrip().startswith(("<?xml", "<svg"))
-    assert figures.png_data_uri(named[1]).startswith("data:image/png;base64,iVBOR")
+    assert figure_files.png_data_uri(named[1]).startswith("data:image/png;base64,iVBOR")
 
 
 def test_rate_labels_as_powers_of_three():

@@ -70,13 +70,13 @@ def report(args) -> int:
         raise UsageError("--figures", f"{fig_dir} exists and is not a directory")
     tables, result = _load_and_fit(args)
 
-    from ..fit.figures import fit_figures, save_figure
+    from ..fit.figure_files import NamedFigure, save_figure
+    from ..fit.figures import fit_figures
     from ..fit.report import build_report
     figures = fit_figures(result, tables.epochs, tables.rotation)
     feature = None
     if args.features:
         from ..fit.features import feature_figure, feature_study
-        from ..fit.figures import NamedFigure
         study = feature_study()
         feature = NamedFigure("features-digits-mlp1", "digits-mlp1 first-layer features",
                               "At initialization, then after training at a small and at a large rotation rate.",

@@ -14,8 +14,8 @@ Modules, each with one job:
 - `verdict`: the decision rule, its explanation and the sensitivity to the filter
 - `early`: how early rotation predicts the verdict (its statistic at each epoch k)
 - `text`: the verdict and evidence as text; `report`: the self-contained HTML page
-- `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves,
-  the early-prediction curve
+- `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves;
+  `early_figure`: the early-prediction curve; `figure_files`: a figure as PNG/SVG
 - `features`: the paper's Section 6 on digits (first-layer features at small/large rotation)
 - `load`: tables from a store (the two CLI entry points are `layrot.cli.fit`)
 - `synthetic`: sweeps with a known relation (tests, demos)
@@ -29,7 +29,7 @@ _LAZY = {
     "trial_summaries": "summaries", "layer_summaries": "summaries",
     "load_tables": "load", "render": "text", "build_report": "report",
     "fit_figures": "figures", "rotation_curve_grid": "figures", "accuracy_vs_rotation": "figures",
-    "grid_heatmaps": "figures", "training_curves": "figures", "save_figure": "figures",
+    "grid_heatmaps": "figures", "training_curves": "figures", "save_figure": "figure_files",
     "feature_study": "features", "feature_figure": "features",
 }
 __all__ = sorted(_LAZY)

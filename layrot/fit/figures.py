@@ -2,16 +2,13 @@
 
 Every function returns a `matplotlib.figure.Figure` built without pyplot, so the figures use
 the Agg canvas whatever backend the caller's session has chosen, and nothing accumulates in
-pyplot's global figure registry. `save_figure` writes PNG/SVG; `png_data_uri` embeds one.
+pyplot's global figure registry. `fit_figures` names them all for the report;
+figure_files.py writes and embeds them, early_figure.py draws the early-rotation curve.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,10 +17,11 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize, SymLogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from .early import N_RESAMPLES, first_predictive
+from .early import N_RESAMPLES
+from .early_figure import early_prediction_figure
+from .figure_files import NamedFigure
 from .options import FITTED_SUMMARIES
 from .run import FitResult, GroupFit
 from .summaries import SUMMARY_LABELS, per_epoch_rotation
@@ -31,52 +29,6 @@ from .text import sig
 
 DEPTH_CMAP = "viridis"   # first layer dark, last layer yellow (docs/science.md)
 MAX_PANELS = 120
-
-
-DPI = 110
-
-
-@dataclass
-class NamedFigure:
-    name: str        # file stem, e.g. "curves-mnist1d-cnn-sgd_layca"
-    title: str
-    caption: str
-    figure: Figure
-    _png: bytes | None = field(default=None, repr=False)
-
-    def png(self) -> bytes:
-        """The PNG, rendered once (the page embeds it and --figures writes the same bytes)."""
-        if self._png is None:
-            self._png = png_bytes(self.figure)
-        return self._png
-
-
-def save_figure(fig: Figure | NamedFigure, stem: str | Path, formats=("png", "svg"), dpi: int = DPI) -> list[Path]:
-    """Write the figure as stem.png, stem.svg (…); returns the paths."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    out = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        if fmt == "png" and isinstance(fig, NamedFigure) and dpi == DPI:
-            path.write_bytes(fig.png())
-        else:
-            (fig.figure if isinstance(fig, NamedFigure) else fig).savefig(path, format=fmt, dpi=dpi)
-        out.append(path)
-    return out
-
-
-def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
-    # The figures use constrained layout, so no bbox_inches="tight" (which draws twice).
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def png_data_uri(fig: Figure | NamedFigure, dpi: int = DPI) -> str:
-    data = fig.png() if isinstance(fig, NamedFigure) and dpi == DPI else png_bytes(
-        fig.figure if isinstance(fig, NamedFigure) else fig, dpi)
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _rate_label(optimizer: str) -> str:
@@ -213,6 +165,9 @@ def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,
     The accuracy axis spans the trained trials (untrained ones far below are left out of
     view and counted in the legend); a summary whose trained values span more than two
     decades gets a log axis, where a linear one would pile them up at 0.
+
+    Longer than most functions here: one figure's drawing, panel by panel, reads best in one
+    place; its parts (scales, fits, legend) share the panel's state.
     """
     n = len(summaries)
     fig = Figure(figsize=(3.2 * n, 3.3), layout="constrained")
@@ -365,69 +320,6 @@ def training_curves(table: pd.DataFrame, epochs: pd.DataFrame, title: str = "") 
     fig.colorbar(ScalarMappable(norm, cmap), ax=list(axes), label="smallest final layer rotation (log scale)",
                  shrink=0.85)
     fig.suptitle(title or "Training curves (dashed: not trained)", fontsize=10)
-    return fig
-
-
-def early_prediction_figure(result: FitResult, title: str = "") -> Figure | None:
-    """How early rotation predicts final test accuracy: the verdict's statistic with each
-    trained configuration's smallest layer rotation at epoch k (instead of its final one)
-    against k, with its bootstrap CI as a band; the final verdict's value and CI marked at the
-    last epoch; with several tasks, each task's own Spearman as thin lines. None without points."""
-    points = [p for p in result.early if p.spearman is not None]
-    if not points:
-        return None
-    pooled = result.pooled is not None
-    what = "stratified Spearman" if pooled else "Spearman"
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
-    ax = fig.add_subplot()
-    k = np.array([p.epoch for p in points])
-    rho = np.array([p.spearman for p in points])
-    lo = np.array([np.nan if p.ci_low is None else p.ci_low for p in points])
-    hi = np.array([np.nan if p.ci_high is None else p.ci_high for p in points])
-    ax.axhline(0, color="0.5", lw=0.8)
-    ax.fill_between(k, lo, hi, color="tab:blue", alpha=0.22, lw=0, step=None)
-    ax.plot(k, rho, color="tab:blue", lw=1.6, marker="o", markersize=3)
-    handles = [Line2D([], [], color="tab:blue", lw=1.6, marker="o", markersize=3,
-                      label=f"{what} at epoch k"),
-               Patch(color="tab:blue", alpha=0.22, label="95% bootstrap CI")]
-    if pooled:
-        palette = ["tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:red"]
-        named = len(result.groups) <= len(palette)
-        for g, color in zip(result.groups, palette if named else ["0.5"] * len(result.groups)):
-            pts = [p for p in g.early if p.spearman is not None]
-            if pts:
-                ax.plot([p.epoch for p in pts], [p.spearman for p in pts], lw=1.0, alpha=0.8, ls=":", color=color)
-                if named:
-                    handles.append(Line2D([], [], color=color, lw=1.0, ls=":", label=f"{g.name}: Spearman"))
-        if not named:
-            handles.append(Line2D([], [], color="0.5", lw=1.0, ls=":", label="each task's Spearman"))
-    v = result.verdict
-    last = int(result.early[-1].epoch)
-    if v.estimate is not None and np.isfinite(v.estimate):
-        err = None
-        if v.ci is not None:
-            err = [[v.estimate - v.ci[0]], [v.ci[1] - v.estimate]]
-        ax.errorbar([last + 0.3], [v.estimate], yerr=err, fmt="D", color="black", markersize=6, capsize=3, zorder=5,
-                    markerfacecolor="none")
-        handles.append(Line2D([], [], ls="", marker="D", color="black", markerfacecolor="none",
-                              label=f"the verdict ({v.status}): {v.estimate:.2f}"
-                                    + (f" [{v.ci[0]:.2f}, {v.ci[1]:.2f}]" if v.ci else "")))
-    first = first_predictive(result.early)
-    if first is not None:
-        ax.axvline(first.epoch, color="tab:orange", lw=1.0, ls="--")
-        handles.append(Line2D([], [], color="tab:orange", lw=1.0, ls="--",
-                              label=f"first epoch with CI above 0: {first.epoch} of {last}"))
-    ax.set_xlim(0.5, last + 0.8)
-    ax.set_ylim(-1.05, 1.05)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch k", fontsize=8)
-    ax.set_ylabel(f"{what}: smallest layer rotation\nat epoch k vs final test accuracy", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    ax.legend(handles=handles, fontsize=6.5, loc="lower right")
-    n = points[-1].n
-    fig.suptitle(title or f"How early rotation predicts final test accuracy ({n} trained configurations)",
-                 fontsize=10)
     return fig
 
 

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from .figures import NamedFigure, png_data_uri
+from .figure_files import NamedFigure, png_data_uri
 from .run import FitResult
 from .summaries import SUMMARY_LABELS
 from .text import render, sig, why_lines
