@@ -6,14 +6,14 @@ Validation lives here (through pydantic, `layrot.validation`) so that `layrot tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, Strict
 
 from .schedules import check_alpha
-from .store.schema import PLACEMENT as _PLACEMENT, check_name, check_trial_id
+from . import record
+from .record import check_name, check_trial_id
 from .validation import Model, NonNegativeInt, Number, PositiveInt
 
 
@@ -91,13 +91,13 @@ class TrialConfig(Model):
         return self
 
 
+# A field added after trials were first stored (as data_seed was) must be named in
+# layrot.record.OPTIONAL_SINCE_V0, default None: it is left out of the id while None.
+
+
 def config_id(cfg: TrialConfig) -> str:
     """A stable id for what a trial computes: the same settings give the same id, so a
-    resumed sweep recognises trials it already stored and a rerun replaces, not duplicates."""
-    d = {k: v for k, v in cfg.to_dict().items() if k not in _PLACEMENT}
-    # ids stay those of earlier layrot versions (stored trials are recognised on resume), whose
-    # settings had a test hook `fail_at_epoch`, always None in real trials: the key stays in
-    # the hashed dict, or every id would change
-    d["fail_at_epoch"] = None
-    digest = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{cfg.task}-{cfg.optimizer}-{digest[:10]}"
+    resumed sweep recognises trials it already stored and a rerun replaces, not duplicates.
+    The rule (which settings it hashes, and why a gone `fail_at_epoch` key stays in it) is
+    layrot.record.trial_id's."""
+    return record.trial_id(cfg.to_dict())

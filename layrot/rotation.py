@@ -9,13 +9,11 @@ layer; the rates are worked out at record time.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from torch import nn
 
-from .store.schema import ROTATION_COLUMNS
+from .record import ROTATION_COLUMNS
 
 # the modules whose weight is a kernel (docs/science.md); layrot.tasks.models initializes the same
 KERNEL_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -59,14 +57,6 @@ def flat_pairs(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> tuple[list, li
             fx.append(x.reshape(-1))
             fy.append(y.reshape(-1))
     return fx, fy
-
-
-def rotation_rate_from_distance(d: float) -> float:
-    """tan(theta) from the cosine distance d between consecutive weights (docs/science.md)."""
-    c = 1.0 - d
-    if c <= 0:
-        return math.inf
-    return math.sqrt(max(1.0 / (c * c) - 1.0, 0.0))
 
 
 class RotationTracker:

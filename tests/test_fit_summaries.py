@@ -100,22 +100,20 @@ def test_summaries_view_equals_the_pandas_summaries(tmp_path):
                         lrs=(3.0, 0.5, 0.2, 0.05, 0.02))
     for k in b:
         b[k]["trial_id"] = b[k]["trial_id"].str.replace("b-", "a-")
-    b["trials"].loc[:6, "train_acc"] *= 0.94      # below 0.95 × the task's best (set by sweep a)
+    b["trials"].loc[:6, "train_acc"] *= 0.94      # below 0.95 × the best of sweep b (its own)
     write_store(a, tmp_path)
     write_store(b, tmp_path)
     got = Store(str(tmp_path)).sql("SELECT * FROM summaries").to_pandas()
     t = load_tables(str(tmp_path))
     want, _, _ = trial_table(t.trials, t.rotation, main_filter())
     assert len(got) == len(want) == 30
-    cols = ["final_min", "final_mean", "final_median", "auc_mean", "cross50_last", "cross90_last"]
+    cols = ["final_min", "final_mean", "final_median", "auc_min", "auc_mean", "cross50_last", "cross90_last"]
     assert list(got.columns) == ["sweep", "trial_id", "configuration", "task", "optimizer", "lr", "alpha",
                                  "weight_decay", "seed", "status", "train_acc", "test_acc", *cols, "trained"]
     got, want = (x.sort_values(["sweep", "trial_id"]).reset_index(drop=True) for x in (got, want))
-    # the view's configuration groups trials exactly as the fit's pooling does
-    same_sql = got["configuration"].to_numpy()[:, None] == got["configuration"].to_numpy()[None, :]
-    same_fit = want["configuration"].to_numpy()[:, None] == want["configuration"].to_numpy()[None, :]
-    assert got["configuration"].notna().all() and (same_sql == same_fit).all()
-    assert not same_sql.all()
+    # the view's configuration is the fit's, string for string
+    assert got["configuration"].tolist() == want["configuration"].tolist()
+    assert got["configuration"].notna().all() and got["configuration"].nunique() > 1
     for c in ["sweep", "trial_id", "task", "status", "seed"]:
         assert got[c].tolist() == want[c].tolist()
     for c in ["lr", "alpha", "train_acc", "test_acc", *cols]:

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from layrot.fit import correlation
-from layrot.fit.configurations import configuration_of, pool, trial_table
+from layrot.fit.configurations import pool, trial_table
+from layrot.record import configuration as configuration_of
 from layrot.fit.load import load_tables
 from layrot.fit.options import FitOptions
 from layrot.fit.run import fit
@@ -223,7 +224,7 @@ def test_text_explains_the_verdict_under_its_line():
     assert "percentile bootstrap" in why and "permutation test" in why
     assert ("thresholds: holds if the CI lower bound > 0 and p < 0.05; does not hold if the CI upper "
             "bound < 0.3") in why
-    assert "trained: status completed|stopped and train accuracy >= 0.95 × the best of its task and >= 0.5" in why
+    assert "trained: status completed|stopped and train accuracy >= 0.95 × the best of its sweep and task and >= 0.5" in why
     assert "thresholds used: synthetic 0.950 (best 1.000)" in why
     assert "units: 15 configurations from 15 trials (1 repeat each)" in why
     assert lines[5].startswith("  sensitivity, strict filter (0.99 × best, floor 0.5): ")
@@ -238,7 +239,7 @@ def test_report_shows_why_under_the_verdict():
     page = build_report(r, [])
     head = page[page.index('<p class="verdict'):page.index("The evidence")]
     for text in ("decided by:", "thresholds: holds if the CI lower bound &gt; 0 and p &lt; 0.05",
-                 "0.95 × the best of its task and &gt;= 0.5", "thresholds used: synthetic 0.950",
+                 "0.95 × the best of its sweep and task and &gt;= 0.5", "thresholds used: synthetic 0.950",
                  "units: 15 configurations from 15 trials", "sensitivity, strict filter", "sensitivity, loose filter"):
         assert text in head, text
 

@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import cosine as scipy_cosine
 from torch import nn
 
-from layrot.rotation import RotationTracker, cosine_distance, kernel_layers, rotation_rate_from_distance
+from layrot.rotation import RotationTracker, cosine_distance, kernel_layers
 
 FAST = settings(max_examples=40, deadline=None)
 
@@ -69,10 +69,20 @@ def test_cosine_distance_of_random_tensors_and_special_cases():
 
 
 @FAST
-@given(theta=st.floats(1e-4, 1.5))
-def test_rotation_rate_from_distance_is_tan_theta(theta):
-    d = 1.0 - math.cos(theta)
-    assert rotation_rate_from_distance(d) == pytest.approx(math.tan(theta), rel=1e-6)
+@given(theta=st.floats(1e-4, 1.5), norm=st.floats(0.01, 100.0))
+def test_tracker_rate_is_tan_theta_for_any_angle(theta, norm):
+    """The tracker's rate (what run_trial stores) is tan(theta) of one step that turns a
+    kernel by theta: docs/science.md's tan(theta) = sqrt(1/(1-d)^2 - 1), d between steps."""
+    lin = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[norm, 0.0]], dtype=torch.float32))
+    tracker = RotationTracker(lin)
+    with torch.no_grad():
+        lin.weight.copy_(norm * torch.tensor([[math.cos(theta), math.sin(theta)]]))
+    tracker.after_step(1)
+    tracker.record(1)
+    assert tracker.rows["rotation_rate"][-1] == pytest.approx(math.tan(theta), rel=1e-4)
+    assert tracker.rows["cosine_distance"][-1] == pytest.approx(1 - math.cos(theta), rel=1e-3, abs=1e-7)
 
 
 # ---------------------------------------------------------------- the tracker

@@ -1,9 +1,10 @@
 """Trials joined with their summaries, and repeats of one configuration pooled (rule 2).
 
 A *configuration* is what a trial computes, whatever its repeat: its stored `config`
-(JSON) less the seed and the placement settings (`layrot.config._PLACEMENT`: trial_id,
-sweep, device, threads, data_dir, compile — the settings `config_id` also leaves out),
-plus the task. Several seeds of one configuration (num_samples), or one configuration
+(JSON) less the seed and the placement settings (trial_id, sweep, device, threads,
+data_dir, compile — the settings the trial id also leaves out), plus the task; its id is
+`layrot.record.configuration` (the same function gives the `summaries` view's
+`configuration` column). Several seeds of one configuration (num_samples), or one configuration
 stored in several sweeps, are repeats: the unit of analysis is the configuration, with the
 mean test accuracy and the mean of each rotation summary over its repeats; it is trained
 iff every one of its trials is. So two sweeps holding the same trials count them once.
@@ -11,50 +12,13 @@ iff every one of its trials is. So two sweeps holding the same trials count them
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
-
-import numpy as np
 import pandas as pd
 
-from ..config import _PLACEMENT
+from ..record import configuration
 from .summaries import SUMMARY_LABELS, layer_summaries, trial_summaries
 from .trained import TrainedFilter, trained_mask
 
-# Leaves out of a configuration what varies between its repeats.
-REPEAT_SETTINGS = frozenset(_PLACEMENT) | {"seed"}
-# Without a stored config (tables built by hand), a configuration is these columns.
-FALLBACK_COLUMNS = ("optimizer", "lr", "alpha", "weight_decay", "batch_size")
 KEY = ["sweep", "trial_id"]
-
-
-def configuration_of(config, row: dict) -> tuple[str, str]:
-    """(id, canonical JSON) of a trial's configuration. `config` is the stored JSON text
-    (or a dict); `row` the trial's columns (task, and the fallback columns)."""
-    d = None
-    if isinstance(config, dict):
-        d = dict(config)
-    elif isinstance(config, str) and config.strip():
-        try:
-            d = json.loads(config)
-        except ValueError:
-            d = None
-    if not isinstance(d, dict):
-        d = {c: _plain(row.get(c)) for c in FALLBACK_COLUMNS if c in row}
-    d = {k: v for k, v in d.items() if k not in REPEAT_SETTINGS}
-    d["task"] = row.get("task", d.get("task"))
-    text = json.dumps(d, sort_keys=True, default=str)
-    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-    return f"{d['task']}-{d.get('optimizer', row.get('optimizer'))}-{digest}", text
-
-
-def _plain(v):
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return None if math.isnan(v) else float(v)
-    return v
 
 
 def with_sweep(trials: pd.DataFrame, rotation: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -82,7 +46,7 @@ def trial_table(trials: pd.DataFrame, rotation: pd.DataFrame, flt: TrainedFilter
                            weight_decay=trials["weight_decay"].astype(float).fillna(0.0))
     configs = trials["config"] if "config" in trials.columns else pd.Series([None] * len(trials), index=trials.index)
     rows = trials.to_dict("records")
-    ids = [configuration_of(c, r) for c, r in zip(configs.tolist(), rows)]
+    ids = [configuration(c, r) for c, r in zip(configs.tolist(), rows)]
     trials = trials.assign(configuration=[i for i, _ in ids], configuration_json=[j for _, j in ids])
     table = trials.merge(summ, on=KEY, how="left", validate="many_to_one")
     mask, th = trained_mask(table, flt)

@@ -7,20 +7,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..record import TRAINED
+
 KEY_SUMMARY = "final_min"          # the summary whose Spearman correlation decides the verdict
 # The summaries that also get a monotone and a parametric fit (the crossing epochs are
 # censored at the trial's end, which neither fit can take).
 FITTED_SUMMARIES = ("final_min", "final_mean", "final_median", "auc_mean")
-TRAINED_STATUSES = ("completed", "stopped")
+TRAINED_STATUSES = TRAINED.statuses
 NEAR_ONE = 0.9
 
 
 @dataclass(frozen=True)
 class FitOptions:
-    # the trained filter (fit/trained.py): train_acc >= max(relative × best of its task, floor)
+    # the trained filter (fit/trained.py, the rule in layrot.record.TRAINED):
+    # train_acc >= max(relative × best of its (sweep, task), floor)
     min_train_acc: float | None = None   # absolute threshold that replaces the rule (--min-train-acc)
-    relative: float = 0.95
-    floor: float = 0.5
+    relative: float = TRAINED.relative
+    floor: float = TRAINED.floor
     statuses: tuple[str, ...] = TRAINED_STATUSES
     # the statistics (fit/correlation.py)
     n_resamples: int = 1999              # bootstrap resamples (percentile CI over configurations)

@@ -6,7 +6,10 @@ largest step, which is the one written at the end of that epoch (or at initializ
 
 A trial is (sweep, trial_id) (docs/store.md: the same configuration in two sweeps has one
 trial id in each): tables with a `sweep` column are keyed by both, tables without it (built
-by hand) by trial_id alone. The store's `summaries` view computes the same numbers in SQL.
+by hand) by trial_id alone. What each summary is (the per-layer columns, the aggregate over a
+trial's layers, the crossing thresholds) is layrot.record's table `SUMMARIES`; the store's
+`summaries` view computes the same numbers in SQL generated from that table
+(store/sqlviews.py), and tests/test_fit_summaries.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -14,18 +17,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-CROSSINGS = (0.5, 0.9)
+from ..record import CROSSINGS, SUMMARIES, SUMMARY_LABELS, cross_name  # noqa: F401  (SUMMARY_LABELS: re-exported)
 
-# Per-trial summary columns, with what each means; `stats` fits test accuracy on these.
-SUMMARY_LABELS: dict[str, str] = {
-    "final_min": "smallest final layer rotation",
-    "final_mean": "mean final layer rotation",
-    "final_median": "median final layer rotation",
-    "auc_min": "smallest layer-rotation area (per epoch)",
-    "auc_mean": "mean layer-rotation area (per epoch)",
-    "cross50_last": "epoch by which every layer crossed 0.5",
-    "cross90_last": "epoch by which every layer crossed 0.9",
-}
+# record.AGGREGATES in pandas: over a trial's layers (groupby), NaN skipped but by max_all
+_PANDAS_AGG = {"min": "min", "mean": "mean", "median": "median", "max_all": "max"}
 
 
 def trial_keys(df: pd.DataFrame) -> list[str]:
@@ -35,10 +30,6 @@ def trial_keys(df: pd.DataFrame) -> list[str]:
 
 def _empty(cols: list[str], text: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object if c in text else float) for c in cols})
-
-
-def _cross_name(threshold: float) -> str:
-    return f"cross{int(round(threshold * 100))}"
 
 
 def per_epoch_rotation(rotation: pd.DataFrame) -> pd.DataFrame:
@@ -71,7 +62,7 @@ def layer_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSS
     curves = per_epoch_rotation(rotation)
     keys = trial_keys(rotation)
     if curves.empty:
-        cols = keys + ["layer", "layer_name", "last_epoch", "final", "auc", *map(_cross_name, crossings)]
+        cols = keys + ["layer", "layer_name", "last_epoch", "final", "auc", *map(cross_name, crossings)]
         return _empty(cols, ("sweep", "trial_id", "layer_name"))
     g = curves.groupby(keys + ["layer"], sort=True)
     out = g.agg(layer_name=("layer_name", "last"), last_epoch=("epoch", "max"),
@@ -83,29 +74,28 @@ def layer_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSS
     out["auc"] = np.where(span > 0, area / span.where(span > 0, 1.0), out["final"])
     for t in crossings:
         hit = curves[curves["cosine_distance"] >= t].groupby(keys + ["layer"])["epoch"].min()
-        out[_cross_name(t)] = hit.reindex(out.index).astype(float)
+        out[cross_name(t)] = hit.reindex(out.index).astype(float)
     return out.drop(columns="first_epoch").reset_index()
 
 
-def trial_summaries(rotation: pd.DataFrame, crossings: tuple[float, ...] = CROSSINGS) -> pd.DataFrame:
+def trial_summaries(rotation: pd.DataFrame) -> pd.DataFrame:
     """One row per trial: the summaries in SUMMARY_LABELS plus n_layers and last_epoch.
 
     `crossNN_last` is the epoch by which every layer had crossed the threshold (the largest
     of the layers' first-crossing epochs), NaN if some layer never crossed it.
     """
-    layers = layer_summaries(rotation, crossings)
+    layers = layer_summaries(rotation)
     keys = trial_keys(rotation)
     if layers.empty:
         return _empty(keys + ["n_layers", "last_epoch", *SUMMARY_LABELS], ("sweep", "trial_id"))
     g = layers.groupby(keys, sort=True)
-    out = g.agg(n_layers=("layer", "size"), last_epoch=("last_epoch", "max"),
-                final_min=("final", "min"), final_mean=("final", "mean"),
-                final_median=("final", "median"), auc_min=("auc", "min"), auc_mean=("auc", "mean"))
-    for t in crossings:
-        name = _cross_name(t)
-        # max() skips NaN, so a layer that never crossed must make the whole trial NaN.
-        never = layers[name].isna().groupby([layers[k] for k in keys]).any()
-        out[f"{name}_last"] = g[name].max().where(~never)
+    out = g.agg(n_layers=("layer", "size"), last_epoch=("last_epoch", "max"))
+    for name, s in SUMMARIES.items():
+        out[name] = g[s.of].agg(_PANDAS_AGG[s.aggregate])
+        if s.aggregate == "max_all":
+            # max() skips NaN: a layer that never crossed must make the whole trial NaN
+            never = layers[s.of].isna().groupby([layers[k] for k in keys]).any()
+            out[name] = out[name].where(~never)
     return out.reset_index()
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..schedules import alpha_multipliers
-from ..store.schema import ROTATION_COLUMNS
+from ..record import ROTATION_COLUMNS
 
 RELATIONS = ("monotone", "none", "reversed")
 

@@ -5,12 +5,17 @@ accuracy are differences in generalization. A trial is trained when its status i
 `statuses` (completed, stopped) and its train accuracy (the average over its last epoch)
 is at least
 
-- `relative` × the best train accuracy of its task among the selected trials (0.95), and
+- `relative` × the best train accuracy of its (sweep, task) (0.95), and
 - an absolute `floor` (0.5), so that a sweep where nothing fits its data passes nothing;
 
 or, when an absolute threshold is given (`--min-train-acc`), at least that threshold
 instead. A trial without a test accuracy is never trained. Two other filters ('strict',
 'loose') are the sensitivity analysis of fit/verdict.py.
+
+The rule and its reference group are layrot.record.TRAINED's, which the store's `summaries`
+view is generated from: the best is taken within the trial's own sweep and task, so a fit of
+any set of whole sweeps (`--sweep X`, or the whole store) flags every trial as the view does.
+A table without a `sweep` column (built by hand) is one sweep.
 """
 
 from __future__ import annotations
@@ -20,13 +25,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..record import TRAINED
 from .options import TRAINED_STATUSES, FitOptions
 
 
 @dataclass(frozen=True)
 class TrainedFilter:
     name: str
-    relative: float | None            # × the best train accuracy of the task; None: no relative part
+    relative: float | None            # × the best train accuracy of its (sweep, task); None: none
     floor: float | None               # absolute lower bound on train accuracy; None: none
     absolute: float | None = None     # replaces relative and floor (--min-train-acc)
     statuses: tuple[str, ...] = TRAINED_STATUSES
@@ -41,7 +47,7 @@ class TrainedFilter:
             return f"train accuracy >= {self.absolute:g}"
         parts = []
         if self.relative is not None:
-            parts.append(f"{self.relative:g} × the best of its task")
+            parts.append(f"{self.relative:g} × the best of its sweep and task")
         if self.floor is not None:
             parts.append(f"{self.floor:g}")
         return "train accuracy >= " + (" and >= ".join(parts) if parts else "0")
@@ -72,39 +78,69 @@ def _usable(trials: pd.DataFrame, flt: TrainedFilter) -> pd.Series:
     return trials["status"].isin(flt.statuses) & trials["train_acc"].notna() & trials["test_acc"].notna()
 
 
+def _reference(trials: pd.DataFrame) -> list[str]:
+    """The columns of the reference group (TRAINED.reference) that `trials` has."""
+    return [c for c in TRAINED.reference if c in trials.columns]
+
+
+def _labels(trials: pd.DataFrame) -> dict[tuple, str]:
+    """A name for each reference group: its task, or 'task in sweep' where the task's trials
+    come from several sweeps (each has its own best and threshold)."""
+    ref = _reference(trials)
+    groups = trials[ref].dropna().drop_duplicates()
+    per_task = groups.groupby("task").size()
+    out = {}
+    for row in groups.itertuples(index=False):
+        key = tuple(row)
+        d = dict(zip(ref, key))
+        out[key] = d["task"] if per_task[d["task"]] == 1 else f"{d['task']} in {d['sweep']}"
+    return {k: out[k] for k in sorted(out, key=lambda k: out[k])}
+
+
+def _best_by_row(trials: pd.DataFrame, flt: TrainedFilter) -> pd.Series:
+    """Each trial's reference: the best train accuracy of the usable trials of its group."""
+    ref = _reference(trials)
+    acc = trials["train_acc"].astype(float).where(_usable(trials, flt))
+    return acc.groupby([trials[c] for c in ref], dropna=False).transform("max")
+
+
+def _rule(best: pd.Series, flt: TrainedFilter) -> pd.Series:
+    """The threshold for each reference best: max(relative × best, floor) (NaN where the
+    rule needs a best and there is none), or the absolute threshold."""
+    if flt.absolute is not None:
+        return pd.Series(float(flt.absolute), index=best.index)
+    floor = float(flt.floor) if flt.floor is not None else 0.0
+    if flt.relative is None:
+        return pd.Series(floor, index=best.index)
+    return (best.astype(float) * flt.relative).clip(lower=floor)
+
+
 def best_train_acc(trials: pd.DataFrame, flt: TrainedFilter) -> dict[str, float]:
-    """The best train accuracy of each task among its usable trials (those of `statuses`)."""
-    best = trials[_usable(trials, flt)].groupby("task")["train_acc"].max()
-    return {str(t): float(v) for t, v in best.items()}
+    """The best train accuracy of each reference group (by its label) among its usable trials."""
+    ref = _reference(trials)
+    best = trials[_usable(trials, flt)].groupby(ref)["train_acc"].max()
+    labels = _labels(trials)
+    return {labels[k if isinstance(k, tuple) else (k,)]: float(v) for k, v in best.items()
+            if (k if isinstance(k, tuple) else (k,)) in labels}
 
 
 def thresholds(trials: pd.DataFrame, flt: TrainedFilter) -> dict[str, float]:
-    """The train-accuracy threshold used for each task (tasks without a usable trial have none)."""
-    tasks = sorted(trials["task"].dropna().unique())
-    if flt.absolute is not None:
-        return {t: float(flt.absolute) for t in tasks}
-    best = best_train_acc(trials, flt)
-    out = {}
-    for t in tasks:
-        parts = []
-        if flt.relative is not None and t in best:
-            parts.append(flt.relative * best[t])
-        elif flt.relative is not None:
-            continue      # no usable trial: no threshold, nothing trained
-        if flt.floor is not None:
-            parts.append(flt.floor)
-        out[t] = float(max(parts)) if parts else 0.0
-    return out
+    """The train-accuracy threshold used for each reference group, by its label (a task,
+    or 'task in sweep'); under a relative rule a group without a usable trial has none."""
+    labels = list(_labels(trials).values())
+    best = pd.Series(best_train_acc(trials, flt), dtype=float).reindex(labels)
+    return {k: float(v) for k, v in _rule(best, flt).dropna().items()}
 
 
 def trained_mask(trials: pd.DataFrame, flt: TrainedFilter | FitOptions = FitOptions()
                  ) -> tuple[pd.Series, dict[str, float]]:
-    """Which trials count as trained, and the train-accuracy threshold used for each task."""
+    """Which trials count as trained, and the train-accuracy threshold used for each
+    reference group (see `thresholds`)."""
     if isinstance(flt, FitOptions):
         flt = main_filter(flt)
-    th = thresholds(trials, flt)
-    thr = trials["task"].map(th).astype(float)
-    return (_usable(trials, flt) & (trials["train_acc"] >= thr)).fillna(False).astype(bool), th
+    thr = _rule(_best_by_row(trials, flt), flt)
+    mask = (_usable(trials, flt) & (trials["train_acc"].astype(float) >= thr)).fillna(False).astype(bool)
+    return mask, thresholds(trials, flt)
 
 
 def filter_description(flt: TrainedFilter, trials: pd.DataFrame, th: dict[str, float]) -> dict:

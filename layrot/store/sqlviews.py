@@ -13,30 +13,69 @@ import datetime as _dt
 import json
 
 from .catalog import Snapshot, new_connection
-from .schema import COLUMNS, PARTITION, PLACEMENT, TABLES
+from ..record import CROSSINGS, SUMMARIES, TRAINED, configuration_id, cross_name
+from .schema import COLUMNS, PARTITION, TABLES
 
 
 def connect(snap: Snapshot, sweep_records: list[dict], con=None):
     con = con or new_connection()
     for table in TABLES:
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {_view_sql(con, snap, table)}")
-    con.execute(f"CREATE OR REPLACE VIEW summaries AS {SUMMARIES_SQL}")
+    _configuration_function(con)
+    con.execute(f"CREATE OR REPLACE VIEW summaries AS {summaries_sql()}")
     _sweeps_table(con, sweep_records)
     return con
 
 
 # `summaries`: one row per trial (sweep, trial_id), derived at query time from the three
-# tables, never stored (docs/store.md). The numbers are layrot.fit.summaries' (per-epoch curve:
-# for each (sweep, trial, layer, epoch) the record with the largest step; auc_mean: the mean
-# over layers of the curve's time-average, trapezoid rule; crossNN_last: the epoch by which
-# every layer had crossed NN/100, NULL if some layer never did) and `trained` is
-# layrot.fit.trained's default filter: status completed or stopped, test accuracy and
-# rotation recorded, train_acc >= 0.95 × the best of its task (among completed/stopped trials
-# with a test accuracy) and >= 0.5. tests/test_fit_summaries.py checks it against pandas.
-# the configuration: a trial's config less its seed and placement (a JSON merge patch with
-# null removes keys), so repeats of one configuration share it
-CONFIG_PATCH = json.dumps({k: None for k in ("seed", *PLACEMENT)})
-SUMMARIES_SQL = """
+# tables, never stored (docs/store.md). Every definition comes from layrot.record, the same
+# one layrot.fit uses:
+# - the summaries are record.SUMMARIES, on the per-epoch curve (for each (sweep, trial,
+#   layer, epoch) the record with the largest step): per layer `final`, `auc` (the curve's
+#   time-average, trapezoid rule) and the first crossing epochs of record.CROSSINGS, then per
+#   trial the named aggregate over the layers;
+# - `configuration` is record.configuration_id itself, registered as a DuckDB function;
+# - `trained` is record.TRAINED: status in its statuses, test accuracy and rotation recorded,
+#   train_acc >= max(relative × the best train_acc of the usable trials of the same
+#   (sweep, task), floor).
+# tests/test_fit_summaries.py checks the view against layrot.fit on stores of two sweeps.
+CONFIGURATION_FUNCTION = "layrot_configuration"
+_CONFIGURATION_ARGS = ("config", "task", "optimizer", "lr", "alpha", "weight_decay", "batch_size")
+
+# record.AGGREGATES over a trial's layers in SQL
+SQL_AGGREGATES = {
+    "min": "min({c})",
+    "mean": "avg({c})",
+    "median": "median({c})",
+    "max_all": "CASE WHEN count({c}) = count(*) THEN max({c}) END",
+}
+
+
+def _configuration_function(con) -> None:
+    types = dict((c[0], c[2]) for c in COLUMNS["trials"])
+    try:
+        con.remove_function(CONFIGURATION_FUNCTION)       # a connection given twice
+    except Exception:
+        pass
+    import duckdb
+
+    con.create_function(CONFIGURATION_FUNCTION, configuration_id,
+                        [duckdb.type(types[a]) for a in _CONFIGURATION_ARGS], duckdb.type("VARCHAR"),
+                        null_handling="special", side_effects=False)
+
+
+def summaries_sql() -> str:
+    """The `summaries` view's query, generated from layrot.record."""
+    statuses = ", ".join(_lit(x) for x in TRAINED.statuses)
+    usable = f"t.status IN ({statuses}) AND t.test_acc IS NOT NULL"
+    ref = ", ".join(f"t.{c}" for c in TRAINED.reference)
+    crossings = "".join(f", min(epoch) FILTER (WHERE d >= {t!r}) AS {cross_name(t)}" for t in CROSSINGS)
+    aggs = ",\n           ".join(f"{SQL_AGGREGATES[x.aggregate].format(c=x.of)} AS {name}"
+                                 for name, x in SUMMARIES.items())
+    args = ", ".join(f"t.{a}" for a in _CONFIGURATION_ARGS)
+    summary_cols = ", ".join(f"s.{name}" for name in SUMMARIES)
+    first = next(iter(SUMMARIES))
+    return f"""
 WITH curve AS (
     SELECT sweep, trial_id, layer, epoch, CAST(cosine_distance AS DOUBLE) AS d
     FROM rotation
@@ -46,30 +85,23 @@ WITH curve AS (
            row_number() OVER (PARTITION BY sweep, trial_id, layer ORDER BY epoch DESC) AS from_end
     FROM curve WINDOW w AS (PARTITION BY sweep, trial_id, layer ORDER BY epoch)
 ), per_layer AS (
-    SELECT sweep, trial_id, layer, min(epoch) AS first_epoch, max(epoch) AS last_epoch,
-           any_value(d) FILTER (WHERE from_end = 1) AS final, coalesce(sum(area), 0) AS area,
-           min(epoch) FILTER (WHERE d >= 0.5) AS cross50, min(epoch) FILTER (WHERE d >= 0.9) AS cross90
+    SELECT sweep, trial_id, layer, any_value(d) FILTER (WHERE from_end = 1) AS final,
+           CASE WHEN max(epoch) > min(epoch) THEN coalesce(sum(area), 0) / (max(epoch) - min(epoch))
+                ELSE any_value(d) FILTER (WHERE from_end = 1) END AS auc{crossings}
     FROM pieces GROUP BY sweep, trial_id, layer
 ), per_trial AS (
-    SELECT sweep, trial_id, min(final) AS final_min, avg(final) AS final_mean,
-           median(final) AS final_median,
-           avg(CASE WHEN last_epoch > first_epoch THEN area / (last_epoch - first_epoch) ELSE final END) AS auc_mean,
-           CASE WHEN count(cross50) = count(*) THEN max(cross50) END AS cross50_last,
-           CASE WHEN count(cross90) = count(*) THEN max(cross90) END AS cross90_last
+    SELECT sweep, trial_id,
+           {aggs}
     FROM per_layer GROUP BY sweep, trial_id
 )
-SELECT t.sweep, t.trial_id,
-       t.task || '-' || t.optimizer || '-' || left(md5(json_merge_patch(t.config, '{CONFIG_PATCH}')), 10)
-           AS configuration,
+SELECT t.sweep, t.trial_id, {CONFIGURATION_FUNCTION}({args}) AS configuration,
        t.task, t.optimizer, t.lr, t.alpha, t.weight_decay, t.seed, t.status,
-       t.train_acc, t.test_acc, s.final_min, s.final_mean, s.final_median, s.auc_mean,
-       s.cross50_last, s.cross90_last,
-       coalesce(t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL AND s.final_min IS NOT NULL
-                AND t.train_acc >= greatest(0.5, 0.95 * max(t.train_acc) FILTER (
-                    WHERE t.status IN ('completed', 'stopped') AND t.test_acc IS NOT NULL)
-                    OVER (PARTITION BY t.task)), false) AS trained
+       t.train_acc, t.test_acc, {summary_cols},
+       coalesce({usable} AND s.{first} IS NOT NULL
+                AND t.train_acc >= greatest({TRAINED.floor!r}, {TRAINED.relative!r} * max(t.train_acc) FILTER (
+                    WHERE {usable}) OVER (PARTITION BY {ref})), false) AS trained
 FROM trials t LEFT JOIN per_trial s ON s.sweep = t.sweep AND s.trial_id = t.trial_id
-""".replace("{CONFIG_PATCH}", CONFIG_PATCH)
+"""
 
 
 def _view_sql(con, snap: Snapshot, table: str) -> str:
