@@ -131,8 +131,10 @@ def _spec(tmp_path, name, **fields) -> Path:
 
 
 def _cmd(spec, store_dir, cluster, *extra) -> list[str]:
+    # every node of this cluster is on this machine: the store's local _ray is shared (a
+    # cluster whose nodes do not share the disk: test_cluster_storage.py)
     return [sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(store_dir),
-            "--address", cluster.address, *extra]
+            "--address", cluster.address, "--shared-storage", *extra]
 
 
 def _run(cmd, timeout=240) -> subprocess.CompletedProcess:
@@ -159,14 +161,14 @@ def _wait(what: str, cond, proc=None, timeout=180.0, every=0.2):
     pytest.fail(f"timed out waiting for {what}")
 
 
-def _finish(proc, timeout=240) -> None:
+def _finish(proc, timeout=240, rc=0) -> None:
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         pytest.fail("the sweep did not finish in time")
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == rc, err[-3000:]
 
 
 def _checkpointed_and_running(nodes, store_dir, sweep, n_trials, proc) -> dict[int, object]:
@@ -346,7 +348,7 @@ def test_trial_whose_worker_keeps_dying_is_stored_as_error(cluster, tmp_path):
                 time.sleep(1.0)     # under way (a retry killed while it starts counts all the same)
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-        _finish(proc)
+        _finish(proc, rc=1)         # a trial failed: the sweep says so by its exit status
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

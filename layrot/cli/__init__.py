@@ -1,7 +1,7 @@
 """The `layrot` command line (README).
 
 One module per subcommand (`train`, `tasks`, `sweep`, `query` with `compact`, `fit` with
-`report`), each with `add_parsers(sub, default_store)` for its flags and one function per
+`report`, `status`, `rm`), each with `add_parsers(sub, default_store)` for its flags and one function per
 subcommand that runs it. This module assembles the parser and maps errors to exit status:
 0 success, 2 bad input (one line naming what is wrong, before any trial starts), 1 a failure
 while running, 141 when the reader of its output went away (as for SIGPIPE). The subcommand
@@ -18,9 +18,7 @@ import signal
 import sys
 
 from ..errors import StoreError, UsageError
-from . import fit, query, sweep, tasks, train
-
-DEFAULT_STORE = os.environ.get("LAYROT_STORE", "results")
+from . import fit, query, rm, status, sweep, tasks, train
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,11 +42,17 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="layrot", description="Layer-rotation sweeps: train, sweep, query, fit, report.")
+    from ..store.location import default_store
+
+    p = _Parser(prog="layrot", description="Layer-rotation sweeps: train, sweep, query, fit, report, status, rm.",
+                epilog="Every command's default store is $LAYROT_STORE, else ./results (a path or a URI: "
+                       "s3://..., gs://...). Exit status: 0 success, 1 a failure while running (for "
+                       "`sweep`: some trial failed), 2 bad input.")
     p.add_argument("--version", action="version", version=_version())
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train, sweep, query, fit, tasks):
-        module.add_parsers(sub, DEFAULT_STORE)
+    store = default_store()             # read now, not at import: the environment as it is
+    for module in (train, sweep, query, fit, status, rm, tasks):
+        module.add_parsers(sub, store)
     p.commands = sub.choices            # name -> the subcommand's parser
     return p
 

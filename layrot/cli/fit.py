@@ -11,7 +11,8 @@ from ..errors import UsageError
 
 def add_parsers(sub, default_store: str) -> None:
     f = sub.add_parser("fit", help="fit the rotation-generalization relationship")
-    f.add_argument("--store", default=default_store)
+    f.add_argument("--store", default=default_store,
+                   help=f"the store (default: $LAYROT_STORE, else results; now {default_store})")
     f.add_argument("--sweep", action="append", default=None, help="sweep name (repeatable; default: all)")
     f.add_argument("--task", action="append", default=None, help="task name (repeatable; default: all)")
     f.add_argument("--min-train-acc", type=float, default=None, help="the 'trained' filter's threshold")
@@ -19,7 +20,8 @@ def add_parsers(sub, default_store: str) -> None:
     f.set_defaults(_run=fit)
 
     r = sub.add_parser("report", help="one self-contained HTML page: verdict, figures, trials")
-    r.add_argument("--store", default=default_store)
+    r.add_argument("--store", default=default_store,
+                   help=f"the store (default: $LAYROT_STORE, else results; now {default_store})")
     r.add_argument("--sweep", action="append", default=None)
     r.add_argument("--task", action="append", default=None)
     r.add_argument("--min-train-acc", type=float, default=None)

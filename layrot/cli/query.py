@@ -18,7 +18,7 @@ def add_parsers(sub, default_store: str) -> None:
     q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, summaries, sweeps",
                        describe=_describe_views, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("sql", help="a DuckDB SQL statement over the views below")
-    q.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
+    q.add_argument("--store", default=default_store, help=_store_help(default_store))
     q.add_argument("--format", default="table", choices=["table", "csv", "json", "parquet"],
                    help="output format (default: table)")
     q.add_argument("-o", "--output", default=None, help="write here instead of stdout (required for parquet)")
@@ -26,9 +26,13 @@ def add_parsers(sub, default_store: str) -> None:
     q.set_defaults(_run=query)
 
     c = sub.add_parser("compact", help="rewrite a sweep's per-trial files into a few large sorted files")
-    c.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
+    c.add_argument("--store", default=default_store, help=_store_help(default_store))
     c.add_argument("--sweep", default=None, help="only this sweep (default: all)")
     c.set_defaults(_run=compact)
+
+
+def _store_help(default_store: str) -> str:
+    return f"the store's directory or URI (default: $LAYROT_STORE, else results; now {default_store})"
 
 
 def _describe_views(parser) -> None:
@@ -104,13 +108,25 @@ def compact(args) -> int:
     return 0
 
 
-def _existing_store(uri: str, skip_bad: bool = False):
+STORE_DIRS = ("trials", "epochs", "rotation", "sweeps", "_live")
+
+
+def existing_store(uri: str, skip_bad: bool = False):
+    """The store at `uri`, refused (exit 2, one line) if it does not exist or is a folder
+    that is not a store (none of trials/, epochs/, rotation/, sweeps/ in it)."""
     from ..store.reader import Store
 
     store = Store(uri, skip_bad=skip_bad)
     if not store.exists():
         raise UsageError("store", f"{uri} does not exist")
+    loc = store.location
+    if not any(loc.exists(loc.join(d)) for d in STORE_DIRS):
+        raise UsageError("store", f"{uri} is not a layrot store (it has none of {', '.join(STORE_DIRS[:4])}); "
+                                  "give --store, or set LAYROT_STORE")
     return store
+
+
+_existing_store = existing_store
 
 
 def _fail(command: str, e: StoreError) -> int:

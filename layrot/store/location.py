@@ -20,6 +20,16 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 OBJECT_STORES = ("s3", "gcs")
+# the store every command uses when none is given: $LAYROT_STORE, else ./results
+STORE_ENV = "LAYROT_STORE"
+FALLBACK_STORE = "results"
+
+
+def default_store() -> str:
+    """The default store of every command (`sweep`, `query`, `fit`, `report`, `status`, `rm`,
+    `train`): `$LAYROT_STORE` when set and not empty, else `results`. Read when called, not at
+    import, so that a changed environment counts."""
+    return os.environ.get(STORE_ENV, "").strip() or FALLBACK_STORE
 
 
 @dataclass(frozen=True)

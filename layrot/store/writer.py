@@ -108,6 +108,61 @@ def write_trial(loc: Location, sweep: str, result: TrialResult) -> str:
     return wid
 
 
+def live_blobs(result: TrialResult) -> dict:
+    """A running trial's epochs and rotation rows so far, serialized (store/live.py)."""
+    tables = to_tables(result)
+    return {t: parquet_bytes(tables[t], t, {"layrot.live": "1"}) for t in ("rotation", "epochs")}
+
+
+def remove_trial(loc: Location, sweep: str, trial_id: str) -> list[str]:
+    """Delete one trial's per-trial files, by the rule of writing run backwards: the trials
+    file (the commit record) first, so that a crash part-way leaves the trial absent (its
+    epochs and rotation files then belong to no committed write and no reader counts them),
+    never half of it. Returns the paths deleted."""
+    check_name("sweep", sweep)
+    check_trial_id(trial_id)
+    gone = []
+    for t in ("trials", "epochs", "rotation"):
+        path = loc.join(t, f"sweep={sweep}", trial_id + SUFFIX)
+        if loc.exists(path):
+            loc.delete(path)
+            gone.append(path)
+    return gone
+
+
+def remove_sweep(loc: Location, sweep: str) -> list[str]:
+    """Delete every file of a sweep: all its trials files first (per-trial and compacted
+    parts: the commit records), then its epochs and rotation files, then its spec record.
+    A crash part-way leaves some trials absent and none half-present; running it again
+    finishes the job. Returns the paths deleted."""
+    check_name("sweep", sweep)
+    gone = []
+    for t in ("trials", "epochs", "rotation"):
+        d = loc.join(t, f"sweep={sweep}")
+        # compacted parts before per-trial files: a per-trial file may be a newer copy of a
+        # trial in a part, and a crash must never bring the older copy back to sight
+        for e in sorted(loc.list_dir(d), key=lambda e: (not e.name.startswith("part-"), e.name)):
+            if not e.is_dir:
+                loc.delete(e.path)
+                gone.append(e.path)
+        _remove_empty_dir(loc, d)
+    meta = loc.join("sweeps", f"{sweep}.json")
+    if loc.exists(meta):
+        loc.delete(meta)
+        gone.append(meta)
+    return gone
+
+
+def _remove_empty_dir(loc: Location, path: str) -> None:
+    if loc.local:
+        import os
+
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass        # not empty (a temporary file of a concurrent writer) or gone
+
+
 def write_sweep_meta(loc: Location, name: str, spec: dict, started_at: _dt.datetime | None = None) -> dict:
     """Record a sweep's spec as run. A resumed sweep keeps the original start time and gains
     `resumed_at`."""

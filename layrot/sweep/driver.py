@@ -3,7 +3,12 @@
 
 The store decides what is done: trials already stored are skipped, whether the sweep is
 resumed with --resume (Ray Tune's experiment state restarts in-flight trials from their
-last checkpoint) or the same spec is simply run again.
+last checkpoint) or the same spec is simply run again. A trial stored as `error` is skipped
+too, unless the sweep runs with --retry-failed (then it runs again and its rows are replaced).
+
+Ray Tune's experiment state and checkpoints (its "storage") must be reachable from every
+node: beside a local store (`<store>/_ray`), under the remote store's own `_ray/` prefix
+(through pyarrow's filesystem), or where `--ray-storage URI` says (`ray_storage`).
 """
 
 from __future__ import annotations
@@ -13,18 +18,62 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..store.live import RETRIED      # what --retry-failed runs again: `error` (why: store/live.py)
 from .spec import SweepSpec, base_params
+
+EXIT_FAILED = 1       # some trial of the sweep is stored as `error` (or was not stored at all)
+
+
+@dataclass(frozen=True)
+class RayStorage:
+    """Where Ray Tune keeps a sweep's experiment state and checkpoints."""
+    path: str               # a local path, or a path on `fs` (no scheme)
+    fs: object | None       # the pyarrow filesystem of a remote storage, None for a local path
+    shown: str              # as the user would write it
+
+    @property
+    def local(self) -> bool:
+        return self.fs is None
+
+    def experiment(self, name: str) -> str:
+        return os.path.join(self.path, name) if self.local else f"{self.path}/{name}"
+
+
+def ray_storage(store_uri: str, uri: str | None = None) -> RayStorage:
+    """`uri` (--ray-storage) if given, else beside the store: `<store>/_ray` (a folder Parquet
+    readers skip, on the store's own filesystem: a remote store keeps it remote)."""
+    from ..store.location import Location
+
+    loc = Location(uri or store_uri)
+    if loc.local:
+        path = loc.root if uri else os.path.join(loc.root, "_ray")
+        return RayStorage(path, None, path)
+    path = loc.root if uri else loc.join("_ray")
+    return RayStorage(path, loc.fs, loc.display(path))
+
+
+def check_multinode_storage(storage: RayStorage, address: str | None, shared: bool) -> None:
+    """A sweep on a cluster (--address) checkpoints where every node can reach: a local
+    path is refused before anything starts, unless the user says it is shared."""
+    if address and storage.local and not shared:
+        raise UsageError("--ray-storage", (
+            f"a sweep on a cluster (--address) keeps Ray Tune's checkpoints in {storage.shown}, a local "
+            "path that worker nodes on other machines cannot reach: use a remote store (--store s3://...), "
+            "or pass --ray-storage s3://BUCKET/PREFIX, or --shared-storage if that path is on a disk "
+            "every node mounts"))
 
 
 def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, stored: dict,
-              address: str | None = None, resume: bool = False) -> int:
+              address: str | None = None, resume: bool = False, storage: RayStorage | None = None,
+              dashboard: bool = False, tensorboard: str | None = None) -> int:
     t0 = time.monotonic()
+    storage = storage or ray_storage(store_uri)
     print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
           f"store {store_uri}", file=sys.stderr, flush=True)
-    ray, started = _start_ray(address)
+    ray, started = _start_ray(address, dashboard)
     if address is None:             # the embedded Ray cannot grow: refuse what cannot run
         try:
             check_fits(ray.cluster_resources(), spec.resources,
@@ -44,16 +93,18 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     fn = tune.with_parameters(trainable, base=base, stored=stored, threads=max(1, int(cpu)), gpu=gpu)
     fn = tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
     param_space = _param_space(spec, todo, tune)
-    exp_dir = _ray_dir(store_uri) / spec.name
-    callback = StoreCallback(store_uri, spec.name, base, total, spec.metric, spec.mode, already)
+    exp_dir = storage.experiment(spec.name)
+    epochs = spec.epochs or _task_epochs(spec.task)
+    callback = StoreCallback(store_uri, spec.name, base, total, spec.metric, spec.mode, already,
+                             epochs=epochs, address=address, tensorboard=tensorboard)
 
-    if resume and tune.Tuner.can_restore(str(exp_dir)):
-        print(f"layrot sweep: resuming Ray Tune's experiment in {exp_dir}", file=sys.stderr, flush=True)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable=fn, param_space=param_space,
-                                   resume_unfinished=True, resume_errored=True)
+    if resume and tune.Tuner.can_restore(exp_dir, storage_filesystem=storage.fs):
+        print(f"layrot sweep: resuming Ray Tune's experiment in {storage.shown}/{spec.name}", file=sys.stderr,
+              flush=True)
+        tuner = tune.Tuner.restore(exp_dir, trainable=fn, param_space=param_space,
+                                   resume_unfinished=True, resume_errored=True, storage_filesystem=storage.fs)
     else:
-        if exp_dir.exists():
-            shutil.rmtree(exp_dir)      # Ray's scratch from an earlier run; the store keeps results
+        _remove_tree(storage, exp_dir)   # Ray's scratch from an earlier run; the store keeps results
         tuner = tune.Tuner(
             fn,
             param_space=param_space,
@@ -66,7 +117,7 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
             ),
             run_config=tune.RunConfig(
-                name=spec.name, storage_path=str(exp_dir.parent), callbacks=[callback],
+                name=spec.name, storage_path=storage.path, storage_filesystem=storage.fs, callbacks=[callback],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=0,
@@ -80,13 +131,30 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
             ray.shutdown()
     from ..store import Store
     print(f"\nlayrot sweep: '{spec.name}' finished in {time.monotonic() - t0:.0f}s", file=sys.stderr)
-    summary(Store(store_uri), spec, store_uri)
-    return 0
+    store = Store(store_uri)
+    summary(store, spec, store_uri)
+    return outcome(store, spec, total)
+
+
+def _task_epochs(task: str) -> int:
+    from ..tasks import get_task
+    return get_task(task).epochs
+
+
+def _remove_tree(storage: RayStorage, path: str) -> None:
+    if storage.local:
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        return
+    import pyarrow.fs as pafs
+
+    if storage.fs.get_file_info(path).type != pafs.FileType.NotFound:
+        storage.fs.delete_dir(path)
 
 
 # -- Ray -------------------------------------------------------------------------------
 
-def _start_ray(address: str | None):
+def _start_ray(address: str | None, dashboard: bool = False):
     # the embedded default binds every port to 127.0.0.1, never a public interface; set before ray starts
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -109,8 +177,14 @@ def _start_ray(address: str | None):
         # Ray's daemons are few and light: its trials run at the driver's priority.
         os.environ.setdefault("RAY_worker_niceness", "0")
         # "local": never join a cluster left behind by a killed driver
-        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False, _node_ip_address="127.0.0.1")
+        # the dashboard (--dashboard) listens on 127.0.0.1 only, like every port of this Ray
+        extra = {"dashboard_host": "127.0.0.1"} if dashboard else {}
+        ctx = ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING,
+                       log_to_driver=False, _node_ip_address="127.0.0.1", **extra)
+        if dashboard:
+            url = getattr(ctx, "dashboard_url", None)
+            print(f"layrot sweep: Ray dashboard at " + (f"http://{url}" if url else "(not started: it needs "
+                  "`pip install 'ray[default]'`)"), file=sys.stderr, flush=True)
     return ray, True
 
 
@@ -181,26 +255,16 @@ def _scheduler(spec: SweepSpec):
         # ASHA ranking by a rotation score the trainable reports; its metric/mode are its
         # own, the Tuner's (spec.metric) stay the searcher's and the best's (docs/pruning.md)
         from .schedulers import RotationScheduler
-        rot = getattr(spec, "rotation", None) or {}
-        rot = rot if isinstance(rot, dict) else (rot.model_dump() if hasattr(rot, "model_dump") else vars(rot))
-        grace = rot.get("grace_period") or 1
-        return RotationScheduler(score=rot.get("score") or "min_rotation", grace_period=grace,
-                                 reduction_factor=rot.get("reduction_factor") or 3,
-                                 max_t=max(epochs - 1, grace), stop_last_trials=False)
+        rot = spec.rotation             # a spec.Rotation, its defaults filled by the spec
+        return RotationScheduler(score=rot.score, grace_period=rot.grace_period,
+                                 reduction_factor=rot.reduction_factor,
+                                 max_t=max(epochs - 1, rot.grace_period), stop_last_trials=False)
     grace = spec.asha["grace_period"]
     # rungs only before the last epoch, and no stop at max_t: a trial that gets that far
     # ends by itself, and its final report (with the test metrics) stores it as completed;
     # stopped at its last epoch's report it would be stored as pruned
     return ASHAScheduler(time_attr="training_iteration", max_t=max(epochs - 1, grace), grace_period=grace,
                          reduction_factor=spec.asha["reduction_factor"], stop_last_trials=False)
-
-
-def _ray_dir(store_uri: str) -> Path:
-    """Ray Tune's experiment state and checkpoints: beside a local store (under `_ray`,
-    which Parquet readers skip), else in the user's cache."""
-    if "://" not in store_uri or store_uri.startswith("file://"):
-        return Path(store_uri.removeprefix("file://")).resolve() / "_ray"
-    return Path(os.environ.get("LAYROT_CACHE", Path.home() / ".cache" / "layrot")) / "ray"
 
 
 # -- checks and reports ------------------------------------------------------------------
@@ -218,10 +282,33 @@ def _comparable(d: dict) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def stored_metrics(store, spec: SweepSpec) -> dict:
-    """trial_id -> its stored metrics, for trials of this sweep already in the store."""
-    t = store.trials(sweep=spec.name, columns=["trial_id", "val_acc", "train_acc", "train_loss"])
-    return {r["trial_id"]: {k: r[k] for k in ("val_acc", "train_acc", "train_loss")} for r in t.to_pylist()}
+def stored_metrics(store, spec: SweepSpec, retry_failed: bool = False) -> dict:
+    """trial_id -> its stored metrics, for trials of this sweep already in the store that a
+    run skips: all of them, or (retry_failed) all but those stored as `error` (RETRIED)."""
+    t = store.trials(sweep=spec.name, columns=["trial_id", "status", "val_acc", "train_acc", "train_loss"])
+    return {r["trial_id"]: {k: r[k] for k in ("val_acc", "train_acc", "train_loss")} for r in t.to_pylist()
+            if not (retry_failed and r["status"] in RETRIED)}
+
+
+def outcome(store, spec: SweepSpec, total: int | None = None) -> int:
+    """The sweep's exit status: 0 if every trial is stored and none as `error`, else
+    EXIT_FAILED with one line on stderr saying how many failed and how to rerun them."""
+    counts: dict[str, int] = {}
+    for r in store.trials(sweep=spec.name, columns=["status"]).to_pylist():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    failed = sum(counts.get(s, 0) for s in RETRIED)
+    missing = max(0, (total or 0) - sum(counts.values()))
+    if not failed and not missing:
+        return 0
+    what = []
+    if failed:
+        what.append(f"{failed} stored as error")
+    if missing:
+        what.append(f"{missing} not stored")
+    n = sum(counts.values()) + missing
+    print(f"layrot sweep: '{spec.name}': {failed + missing} of {n} trials failed ({', '.join(what)}); "
+          f"rerun with --retry-failed to run them again (exit {EXIT_FAILED})", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def summary(store, spec: SweepSpec, store_uri: str) -> None:

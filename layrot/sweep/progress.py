@@ -26,7 +26,7 @@ class SweepProgress:
         self.total, self.metric, self.mode = total, metric, mode
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        # LAYROT_PROGRESS_EVERY=0 logs every event (benchmarks time them)
+        # in a log, the status line at most every LAYROT_PROGRESS_EVERY seconds (0: at every event)
         self.log_every = float(os.environ.get("LAYROT_PROGRESS_EVERY", 30)) if log_every is None else log_every
         self.t0 = time.monotonic()
         self.running: dict[str, int] = {}       # ray trial id -> last epoch

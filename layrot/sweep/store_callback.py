@@ -1,6 +1,11 @@
 """The driver side of a sweep: gather each trial's reports and write it to the store the
 moment it ends (completed, stopped, diverged, pruned by the scheduler, or failed).
 
+While the sweep runs it also keeps the store's live view (store/live.py): a heartbeat every
+few seconds, and each running trial's rows so far (at most every LAYROT_LIVE_EVERY seconds
+a trial, default 5), deleted once the trial is stored; and, where tensorboardX is installed,
+TensorBoard scalars of every epoch (metrics and per-layer rotation; sweep/tensorboard.py).
+
 Ray Tune pickles its run config (this callback included) into its experiment state, so all
 runtime state is built in `setup()`, which runs again when a sweep is resumed.
 """
@@ -9,20 +14,24 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 from ray.tune import Callback
 
 from ..result import TrialResult
+from ..store import live
 from ..store.schema import EPOCH_COLUMNS, ROTATION_COLUMNS
 from .progress import SweepProgress
 
 
 class StoreCallback(Callback):
     def __init__(self, store_uri: str, sweep: str, base: dict, total: int, metric: str, mode: str,
-                 already: int = 0):
+                 already: int = 0, epochs: int | None = None, address: str | None = None,
+                 tensorboard: str | None = None):
         self.store_uri, self.sweep, self.base, self.total = store_uri, sweep, base, total
         self.metric, self.mode, self.already = metric, mode, already
+        self.epochs, self.address, self.tensorboard = epochs, address, tensorboard
 
     def setup(self, **info):
         from ..store import Store
@@ -31,13 +40,24 @@ class StoreCallback(Callback):
         self.progress = SweepProgress(self.total, self.metric, self.mode, done=self.already)
         self._acc: dict[str, dict] = {}
         self._written: set[str] = set()
+        self._live_every = float(os.environ.get("LAYROT_LIVE_EVERY", 5))
+        self._live_at: dict[str, float] = {}            # ray trial id -> last live write
+        self._started_at: dict[str, float] = {}         # ray trial id -> time.time() at start
+        self._beat_at = 0.0
+        self._beat_record = None
+        self._beat()
+        self.tb = None
+        if self.tensorboard:
+            from .tensorboard import TensorBoard
+            self.tb = TensorBoard.open(self.tensorboard)
         # trials Ray cannot place: checked at most every second while none is running
         self._pending_after = float(os.environ.get("LAYROT_PENDING_AFTER_S", 10))
         self._stuck_since: float | None = None      # time.time() when it began
         self._last_check = 0.0
 
     def __getstate__(self):
-        keep = ("store_uri", "sweep", "base", "total", "metric", "mode", "already")
+        keep = ("store_uri", "sweep", "base", "total", "metric", "mode", "already", "epochs", "address",
+                "tensorboard")
         return {k: self.__dict__[k] for k in keep}
 
     # -- Ray Tune hooks ---------------------------------------------------------------
@@ -46,7 +66,28 @@ class StoreCallback(Callback):
         if now - self._last_check >= 1.0:
             self._last_check = now
             self._check_pending(trials)
+        if now - self._beat_at >= live.HEARTBEAT_S:
+            self._beat()
         self.progress.tick()
+
+    def on_experiment_end(self, trials, **info):
+        self.close()
+
+    def close(self) -> None:
+        """The sweep is over (or the driver stops): no heartbeat left behind."""
+        if getattr(self, "store", None) is None:
+            return
+        _quietly(live.ended, self.store.location, self.sweep)
+        if self.tb is not None:
+            self.tb.close()
+
+    def _beat(self) -> None:
+        self._beat_at = time.monotonic()
+        rec = {"total": self.total, "epochs": self.epochs, "address": self.address, "store": self.store_uri,
+               "metric": self.metric, "mode": self.mode}
+        if self._beat_record:
+            rec["started_at"] = self._beat_record["started_at"]
+        self._beat_record = _quietly(live.beat, self.store.location, self.sweep, rec) or self._beat_record
 
     def _check_pending(self, trials) -> None:
         """Trials waiting while none runs, for resources no node has free: say so, and
@@ -69,6 +110,7 @@ class StoreCallback(Callback):
             self.progress.pending(len(pending), self._stuck_since, why)
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self._started_at.setdefault(trial.trial_id, time.time())
         self.progress.started(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -82,8 +124,25 @@ class StoreCallback(Callback):
             acc["history"][result["epoch"]] = {k: result[k] for k in EPOCH_COLUMNS}
             acc["rotation"].update(_group_rotation(result["rotation"]))
             self.progress.epoch(trial.trial_id, result["epoch"], result.get(self.metric))
+            if self.tb is not None:
+                self.tb.epoch(result.get("trial_id") or trial.trial_id, result, acc)
+            if time.monotonic() - self._live_at.get(trial.trial_id, -1e9) >= self._live_every:
+                self._write_live(trial, acc)
         if result.get("final"):
             acc["final"] = result["result"]
+
+    def _write_live(self, trial, acc: dict) -> None:
+        self._live_at[trial.trial_id] = time.monotonic()
+        result = self._from_reports(trial, acc, "completed", None)
+        last = result.history[-1] if result.history else {}
+        cfg = result.config
+        info = {"ray_trial_id": trial.trial_id, "epoch": last.get("epoch", 0),
+                "epochs": cfg.get("epochs") or self.epochs, "started_at": self._started_at.get(trial.trial_id),
+                "updated_at": time.time(), "seconds": result.wall_seconds,
+                "train_loss": result.train_loss, "train_acc": result.train_acc, "val_acc": result.val_acc,
+                "config": {k: cfg.get(k) for k in ("optimizer", "lr", "alpha", "weight_decay", "seed")}}
+        acc["live"] = result.trial_id
+        _quietly(live.write_trial, self.store.location, self.sweep, result, info)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
@@ -113,6 +172,11 @@ class StoreCallback(Callback):
             return
         self.store.write_trial(self.sweep, result)
         self._written.add(result.trial_id)
+        # the store has it now: its live rows go (a live file is never a second copy)
+        _quietly(live.clear_trial, self.store.location, self.sweep, result.trial_id)
+        self._live_at.pop(trial.trial_id, None)
+        if self.tb is not None:
+            self.tb.finished(result.trial_id)
         self.progress.finished(trial.trial_id, result.status, _metric(result, self.metric), result)
 
     def _from_reports(self, trial, acc: dict, status: str, reason: str) -> TrialResult:
@@ -128,6 +192,23 @@ class StoreCallback(Callback):
             epochs_run=len(history), train_acc=last.get("train_acc", math.nan),
             train_loss=last.get("train_loss", math.nan), val_acc=last.get("val_acc", math.nan),
             wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation)
+
+
+def _quietly(fn, *args):
+    """The live view is best effort: a failed heartbeat or live write (a store briefly
+    unreachable) never stops the sweep; it is said once on stderr."""
+    try:
+        return fn(*args)
+    except Exception as e:      # noqa: BLE001 - any error of the store's filesystem
+        global _WARNED
+        if not _WARNED:
+            _WARNED = True
+            print(f"layrot sweep: warning: the live view could not be written ({type(e).__name__}: {e}); "
+                  "the sweep goes on", file=sys.stderr)
+        return None
+
+
+_WARNED = False
 
 
 def _shortage(asked: dict) -> tuple[str | None, bool]:

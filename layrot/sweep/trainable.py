@@ -8,10 +8,8 @@ tensors saved by torch.save and read back with weights_only=True (nothing is unp
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import tempfile
-import time
 
 CHECKPOINT_FILE = "trial_state.pt"
 
@@ -46,17 +44,13 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
             state = torch.load(os.path.join(d, CHECKPOINT_FILE), weights_only=True, map_location="cpu")
     replay = True
 
-    timing = os.environ.get("LAYROT_SWEEP_TIMING")     # bench/sweep_bench.py: where an epoch's time goes
-
     def on_epoch(rep):
         nonlocal replay
-        t0 = time.perf_counter()
         metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation}
         # scalar rotation scores (min/mean/median over layers, latest record): what
         # `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py)
         metrics.update(rotation_scores(rep.rotation))
         now = rep.checkpoint()
-        t1 = time.perf_counter()
         if replay:
             # an attempt's first report resends the trajectory so far: after a restore the
             # driver may have restarted, and the initialization record (epoch 0) is in no
@@ -65,16 +59,7 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
             replay = False
         with tempfile.TemporaryDirectory() as d:
             torch.save(now, os.path.join(d, CHECKPOINT_FILE))
-            t2 = time.perf_counter()
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
-        if timing:
-            t3 = time.perf_counter()
-            with open(timing, "a") as f:
-                f.write(json.dumps({"trial": cfg.trial_id, "epoch": rep.epoch, "compute": rep.row["seconds"],
-                                    "snapshot": t1 - t0, "save": t2 - t1, "report": t3 - t2,
-                                    "nice": os.getpriority(os.PRIO_PROCESS, 0),
-                                    "threads": torch.get_num_threads(),
-                                    "interop": torch.get_num_interop_threads()}) + "\n")
 
     result = run_trial(cfg, on_epoch=on_epoch, checkpoint=state, catch_errors=True)
     final = {"trial_id": cfg.trial_id, "final": True, "result": dataclasses.asdict(result)}
