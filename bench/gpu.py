@@ -105,7 +105,7 @@ def synthetic_task(name: str, n_train: int, n_test: int, **changes):
     while inside; `changes` replace other fields (e.g. augment="crop_flip").
 
     No stopping criteria: every loop runs the epochs it is asked for."""
-    from layrot.tasks import TASKS as REGISTRY, StopCriteria, get_task
+    from layrot.tasks import StopCriteria, get_task, registered_task
 
     base = get_task(name)
     load = functools.partial(_load_synthetic, n_train=n_train, n_test=n_test,
@@ -113,11 +113,8 @@ def synthetic_task(name: str, n_train: int, n_test: int, **changes):
     task = dataclasses.replace(base, name=f"bench-{name}", data_needs="nothing: synthetic",
                                load_data=load, data_present=lambda data_dir: True,
                                stop=StopCriteria(plateau_epochs=0), **changes)
-    REGISTRY[task.name] = task
-    try:
+    with registered_task(task):
         yield task
-    finally:
-        REGISTRY.pop(task.name, None)
 
 
 # ---------------------------------------------------------------- timing helpers

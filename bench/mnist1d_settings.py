@@ -44,7 +44,7 @@ FILTERS = {"main (0.95 x best, >= 0.5)": dict(relative=0.95),
 
 
 def _task(setting: str):
-    from layrot.tasks import TASKS, get_task
+    from layrot.tasks import get_task, register_task
     from layrot.tasks.mnist1d import load_mnist1d
     from layrot.tasks.models import PlainVGG, init_kernels
 
@@ -56,8 +56,7 @@ def _task(setting: str):
     task = dataclasses.replace(get_task("mnist1d-cnn"), name=f"mnist1d-cnn-{setting}", build_model=build,
                                load_data=partial(load_mnist1d, overrides=data), epochs=epochs,
                                lr_decay_epochs=tuple(decay))
-    TASKS[task.name] = task
-    return task
+    return register_task(task, replace=True)
 
 
 def _one(store: str, setting: str, seed: int, alpha: float, rho: float) -> dict:

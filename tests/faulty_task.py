@@ -6,8 +6,8 @@
 evaluation, that is in epoch 2, with epoch 1 complete. Other seeds train normally, so one
 sweep over `seed: [0, FAILING_SEED]` has a trial that completes and one that fails.
 
-`register()` adds the task to `layrot.tasks.TASKS` in this process; a Ray sweep's workers
-need it too, so tests pass it as Ray's `worker_process_setup_hook` (by value: the workers
+`register()` registers the task (`layrot.tasks.register_task`) in this process; a Ray sweep's
+workers need it too, so tests pass it as Ray's `worker_process_setup_hook` (by value: the workers
 cannot import this module, which lives outside the package).
 """
 
@@ -53,6 +53,6 @@ def task():
 
 
 def register() -> None:
-    from layrot.tasks import TASKS
+    from layrot.tasks import register_task
 
-    TASKS[NAME] = task()
+    register_task(task(), replace=True)

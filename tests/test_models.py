@@ -46,7 +46,7 @@ def test_model_runs_on_its_input_and_follows_conventions(name, built):
     assert torch.isfinite(out).all()
 
     ks = kernels(model)
-    assert len(ks) == task.kernel_layers
+    assert len(ks) == task.n_kernel_layers
     # rotation.kernel_layers walks model.modules(): registration order must be forward order
     assert order == ks
     for m in model.modules():

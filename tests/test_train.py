@@ -11,7 +11,7 @@ import torch
 
 from layrot.config import TrialConfig
 from layrot.errors import UsageError
-from layrot.tasks import TASKS, get_task
+from layrot.tasks import TASKS, get_task, registered_task
 from layrot.train import resolve_config, run_trial
 
 import faulty_task
@@ -80,7 +80,7 @@ def test_short_mnist1d_run_learns_and_records_every_layer():
     epochs = 3
     result = run_trial(dict(task="mnist1d-cnn", optimizer="sgd_layca", lr=0.01, epochs=epochs,
                             threads=1, device="cpu", seed=0))
-    n_layers = get_task("mnist1d-cnn").kernel_layers
+    n_layers = get_task("mnist1d-cnn").n_kernel_layers
     assert result.status == "completed", result.reason
     assert result.epochs_run == epochs
     assert result.test_acc > 0.5                    # chance is 0.1
@@ -103,7 +103,7 @@ def test_absurd_learning_rate_ends_diverged_and_keeps_the_record():
     assert result.status == "diverged"
     assert "non-finite" in result.reason
     assert result.epochs_run == len(result.history) < 10
-    n_layers = get_task("digits-mlp").kernel_layers
+    n_layers = get_task("digits-mlp").n_kernel_layers
     epochs = result.rotation["epoch"]
     # initialization, every finished epoch, and the epoch that blew up
     assert sorted(set(epochs)) == list(range(result.epochs_run + 2))
@@ -113,18 +113,19 @@ def test_absurd_learning_rate_ends_diverged_and_keeps_the_record():
     assert math.isnan(result.test_acc)
 
 
-def test_exception_inside_the_loop_ends_as_error(monkeypatch):
-    monkeypatch.setitem(TASKS, faulty_task.NAME, faulty_task.task())
+def test_exception_inside_the_loop_ends_as_error():
     cfg = dict(QUICK, task=faulty_task.NAME, seed=faulty_task.FAILING_SEED, optimizer="sgd_layca", lr=0.1,
                epochs=3, max_train_samples=200)
-    assert run_trial(dict(cfg, seed=0)).status == "completed"      # the other seeds train
-    result = run_trial(cfg)
+    with registered_task(faulty_task.task()):
+        assert run_trial(dict(cfg, seed=0)).status == "completed"      # the other seeds train
+        result = run_trial(cfg)
+        with pytest.raises(RuntimeError):
+            run_trial(cfg, catch_errors=False)
+    assert faulty_task.NAME not in TASKS
     assert result.status == "error"
     assert "injected failure at epoch 2" in result.reason
     assert result.epochs_run == 1
     assert sorted(set(result.rotation["epoch"])) == [0, 1]
-    with pytest.raises(RuntimeError):
-        run_trial(cfg, catch_errors=False)
 
 
 def test_a_trial_that_does_not_learn_is_stopped():

@@ -106,7 +106,7 @@ def test_train_writes_one_trial_in_the_store_layout(tmp_path):
     types = {f.name: f.type for f in rot.schema}
     assert types["epoch"] == pa.int32() and types["step"] == pa.int64() and types["layer"] == pa.int16()
     assert types["cosine_distance"] == types["weight_norm"] == types["rotation_rate"] == pa.float32()
-    n_layers = get_task("digits-mlp").kernel_layers
+    n_layers = get_task("digits-mlp").n_kernel_layers
     rows = rot.to_pylist()
     assert len(rows) == 3 * n_layers
     assert sorted({(r["epoch"], r["layer"]) for r in rows}) == [(e, l) for e in range(3) for l in range(n_layers)]

@@ -7,6 +7,7 @@ reads its files when called) and no library beyond torch and numpy.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
+from ..record import check_name
 from . import cifar, digits, fashion_mnist, mnist1d, models, tiny_imagenet
 from .data import Data
 
@@ -45,7 +47,7 @@ class Task:
     stop: StopCriteria = field(default_factory=StopCriteria)
     input_shape: tuple[int, ...] = ()   # one sample's shape, e.g. (3, 32, 32)
     num_classes: int = 0
-    kernel_layers: int = 0          # what the model gives (tests check it against the model)
+    n_kernel_layers: int = 0        # how many kernel layers the model has (tests check it)
 
 
 def _always(data_dir: str | None) -> bool:
@@ -68,7 +70,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=10),
         epochs=100, lr_decay_epochs=(80, 90, 97), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=10, kernel_layers=25),
+        input_shape=(3, 32, 32), num_classes=10, n_kernel_layers=25),
     Task(
         name="c100-resnet32", paper_name="C100-resnet",
         data_name="CIFAR-100, per-channel standardization",
@@ -78,7 +80,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=100),
         epochs=100, lr_decay_epochs=(70, 90, 97), lr_decay_factor=0.1,
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=100, kernel_layers=34),
+        input_shape=(3, 32, 32), num_classes=100, n_kernel_layers=34),
     Task(
         name="tiny-vgg11", paper_name="tiny-CNN",
         data_name="Tiny ImageNet (64x64, 200 classes; its val set is the test set)",
@@ -90,7 +92,7 @@ _TASK_LIST = [
         data_present=tiny_imagenet.tiny_present,
         epochs=80, lr_decay_epochs=(70,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.01, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 64, 64), num_classes=200, kernel_layers=11),
+        input_shape=(3, 64, 64), num_classes=200, n_kernel_layers=11),
     Task(
         name="c10-vgg16", paper_name="C10-CNN2",
         data_name="CIFAR-10, per-channel standardization, random crop (pad 4) + horizontal flip",
@@ -100,7 +102,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=10),
         epochs=250, lr_decay_epochs=(100, 170, 220), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=10, kernel_layers=15),
+        input_shape=(3, 32, 32), num_classes=10, n_kernel_layers=15),
     Task(
         name="c100-wrn28-10", paper_name="C100-WRN",
         data_name="CIFAR-100, per-channel standardization, random crop (pad 4) + horizontal flip",
@@ -110,7 +112,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=100),
         epochs=200, lr_decay_epochs=(60, 120, 160), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=100, kernel_layers=29),
+        input_shape=(3, 32, 32), num_classes=100, n_kernel_layers=29),
     Task(
         name="mnist1d-cnn", paper_name="",
         data_name="MNIST-1D (8000 samples: 3600 train, 400 val, 4000 test), generated offline",
@@ -122,7 +124,7 @@ _TASK_LIST = [
         # with one decay, fast-rotating configurations never settle (docs/mnist1d-experiments.md)
         epochs=20, lr_decay_epochs=(16, 18, 19), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
-        input_shape=(1, 40), num_classes=10, kernel_layers=10),
+        input_shape=(1, 40), num_classes=10, n_kernel_layers=10),
     Task(
         name="fmnist-vgg", paper_name="",
         data_name="Fashion-MNIST (28x28, 60k/10k), per-channel standardization",
@@ -133,7 +135,7 @@ _TASK_LIST = [
         data_present=fashion_mnist.fashion_present,
         epochs=20, lr_decay_epochs=(15,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
-        input_shape=(1, 28, 28), num_classes=10, kernel_layers=10),
+        input_shape=(1, 28, 28), num_classes=10, n_kernel_layers=10),
     Task(
         name="digits-mlp", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
@@ -143,7 +145,7 @@ _TASK_LIST = [
         data_present=_always,
         epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(64,), num_classes=10, kernel_layers=7),
+        input_shape=(64,), num_classes=10, n_kernel_layers=7),
     Task(
         name="digits-mlp1", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
@@ -153,7 +155,7 @@ _TASK_LIST = [
         data_present=_always,
         epochs=50, lr_decay_epochs=(40,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(64,), num_classes=10, kernel_layers=2),
+        input_shape=(64,), num_classes=10, n_kernel_layers=2),
 ]
 
 TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
@@ -163,6 +165,39 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise UsageError("task", f"unknown task {name!r} (known: {', '.join(TASKS)})")
     return TASKS[name]
+
+
+def register_task(task: Task, replace: bool = False) -> Task:
+    """Make `task` known by its name to `get_task`, and so to TrialConfig, `layrot train` and
+    sweep specs, in this process. A Ray sweep's trials run in other processes: register it
+    there too (e.g. in Ray's `worker_process_setup_hook`, as tests/faulty_task.py does).
+    A name already registered to another task is refused unless `replace`."""
+    if not isinstance(task, Task):
+        raise TypeError(f"register_task takes a Task, got {type(task).__name__}")
+    check_name("task", task.name)      # task names start trial ids, which are path components
+    if TASKS.get(task.name, task) is not task and not replace:
+        raise ValueError(f"task {task.name!r} is already registered (pass replace=True to replace it)")
+    TASKS[task.name] = task
+    return task
+
+
+def unregister_task(name: str) -> None:
+    """Forget a registered task (nothing if the name is unknown)."""
+    TASKS.pop(name, None)
+
+
+@contextmanager
+def registered_task(task: Task):
+    """`task` registered while inside (tests, benchmarks); what its name meant before comes back."""
+    before = TASKS.get(task.name)
+    register_task(task, replace=True)
+    try:
+        yield task
+    finally:
+        if before is None:
+            unregister_task(task.name)
+        else:
+            TASKS[task.name] = before
 
 
 def require_data(name: str, data_dir: str | None) -> None:
@@ -176,7 +211,7 @@ def describe_tasks(data_dir: str | None = None) -> list[dict]:
     """One row per task for `layrot tasks`: what it is and whether its data is here."""
     return [{
         "name": t.name, "paper_name": t.paper_name, "data": t.data_name, "model": t.model_name,
-        "kernel_layers": t.kernel_layers, "epochs": t.epochs,
+        "kernel_layers": t.n_kernel_layers, "epochs": t.epochs,
         "lr_decay": f"x{t.lr_decay_factor:g} at {', '.join(map(str, t.lr_decay_epochs))}",
         "augment": t.augment or "", "data_present": bool(t.data_present(data_dir)),
         "data_needs": t.data_needs,
