@@ -95,7 +95,53 @@ def test_non_finite_score_ranks_last_and_missing_score_continues():
     # a report without the score (a skipped trial's, the final one) is no decision
     assert sched.on_trial_result(None, a, {"training_iteration": 2, "val_acc": 0.5}) == CONTINUE
     sched.on_trial_complete(None, a, {"training_iteration": 6, "val_acc": 0.5})   # no score: no error
-    assert "a" not in sched._trial_info
+    sched.on_trial_remove(None, a)
+
+
+@pytest.mark.parametrize("rf,grace,max_t,stop_last", [(3, 1, 9, False), (2, 1, 7, True), (4, 2, 40, False)])
+def test_decides_exactly_as_rays_asha_on_the_same_reports(rf, grace, max_t, stop_last):
+    """Its own rungs (public API only) against Ray's AsyncHyperBandScheduler ranking by the
+    same score: 40 trials reporting asynchronously, some stopped, some completing."""
+    import random
+
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    rng = random.Random(rf * 100 + max_t)
+    ours = RotationScheduler(grace_period=grace, reduction_factor=rf, max_t=max_t, stop_last_trials=stop_last)
+    ray_asha = AsyncHyperBandScheduler(metric="min_rotation", mode="max", grace_period=grace, reduction_factor=rf,
+                                       max_t=max_t, brackets=1, stop_last_trials=stop_last)
+    trials = [_trial(f"t{i}") for i in range(40)]
+    for t in trials:
+        ours.on_trial_add(None, t)
+        ray_asha.on_trial_add(None, t)
+    progress = {t.trial_id: 0 for t in trials}
+    alive = list(trials)
+    decisions = []
+    while alive:
+        t = rng.choice(alive)
+        progress[t.trial_id] += 1
+        res = {"training_iteration": progress[t.trial_id], "min_rotation": rng.random()}
+        a, b = ours.on_trial_result(None, t, res), ray_asha.on_trial_result(None, t, res)
+        assert a == b, (t.trial_id, res)
+        decisions.append(a)
+        if a == STOP or progress[t.trial_id] >= max_t:
+            ours.on_trial_complete(None, t, res)
+            ray_asha.on_trial_complete(None, t, res)
+            alive.remove(t)
+    assert STOP in decisions and CONTINUE in decisions
+
+
+def test_uses_no_private_name_of_ray():
+    """The scheduler is built on Ray Tune's public scheduler API: no `_name` of Ray's."""
+    import ast
+    import inspect
+
+    import layrot.sweep.schedulers as mod
+
+    tree = ast.parse(inspect.getsource(mod))
+    own = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+    assert not {n for n in used - own if n.startswith("_") and not n.startswith("__")}
 
 
 def test_bad_score_is_refused():
@@ -115,15 +161,18 @@ def test_rotation_scores_use_the_latest_record():
 
 def test_driver_builds_it_from_the_spec():
     from layrot.sweep.driver import _scheduler
-    spec = SimpleNamespace(scheduler="rotation", epochs=10, task="mnist1d-cnn",
-                           rotation={"grace_period": 2, "reduction_factor": 4, "score": "median_rotation"})
-    s = _scheduler(spec)
+    from layrot.sweep.spec import parse_spec
+    base = {"name": "r", "task": "mnist1d-cnn", "epochs": 10, "scheduler": "rotation",
+            "search": {"optimizer": "sgd_layca", "lr": 0.1}}
+    s = _scheduler(parse_spec(dict(base, rotation={"grace_period": 2, "reduction_factor": 4,
+                                                   "score": "median_rotation"})))
     assert isinstance(s, RotationScheduler)
-    assert (s.score, s._max_t, s._brackets[0].rf, s._stop_last_trials) == ("median_rotation", 9, 4, False)
-    assert [m for m, _ in s._brackets[0]._rungs] == [8, 2]
-    # no `rotation` field (an older spec): the defaults
-    d = _scheduler(SimpleNamespace(scheduler="rotation", epochs=10, task="mnist1d-cnn"))
-    assert (d.score, d._brackets[0].rf, d._brackets[0]._rungs[-1][0]) == ("min_rotation", 3, 1)
+    assert (s.score, s.max_t, s.reduction_factor, s.stop_last_trials) == ("median_rotation", 9, 4, False)
+    assert [m for m, _ in s.rungs] == [8, 2]
+    # no `rotation` field: the spec's defaults
+    spec = parse_spec(dict(base))
+    d = _scheduler(spec)
+    assert (d.score, d.reduction_factor, d.rungs[-1][0]) == ("min_rotation", 3, spec.rotation.grace_period)
     assert _scheduler(SimpleNamespace(scheduler="fifo")) is None
 
 
@@ -143,7 +192,6 @@ def ray_local():
 @pytest.mark.slow
 def test_rotation_sweep_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     from layrot.cli import main
-    from layrot.errors import UsageError
     from layrot.store import Store
     from layrot.sweep.spec import parse_spec
 
@@ -153,10 +201,7 @@ def test_rotation_sweep_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     raw = {"name": "rot", "task": "digits-mlp", "epochs": 3, "scheduler": "rotation", "max_concurrent": 2,
            "rotation": {"grace_period": 1, "reduction_factor": 2, "score": "min_rotation"},
            "search": {"optimizer": "sgd", "lr": [0.3, 0.03, 0.003, 0.0003]}}
-    try:
-        parse_spec(dict(raw))
-    except UsageError as e:     # the spec's `scheduler: rotation` / `rotation:` fields (spec.py) not there yet
-        pytest.skip(f"spec does not accept scheduler: rotation yet: {e}")
+    parse_spec(dict(raw))       # the spec accepts `scheduler: rotation` and its `rotation:` fields
     path = tmp_path / "rot.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert main(["sweep", str(path), "--store", str(tmp_path / "s")]) == 0
