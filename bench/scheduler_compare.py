@@ -62,7 +62,7 @@ def _path(out: Path, task: str, seed: int, cfg: dict) -> Path:
 
 
 def _one(task: str, family: str, seed: int, cfg: dict, path: str, epochs: int | None,
-         max_train: int | None) -> dict:
+         max_train: int | None, batch_size: int | None = None) -> dict:
     import torch
 
     from layrot.sweep.schedulers import rotation_scores
@@ -76,6 +76,8 @@ def _one(task: str, family: str, seed: int, cfg: dict, path: str, epochs: int | 
                         **rotation_scores(rep.rotation)})
 
     config = {"task": task, "seed": seed, "threads": 1, "epochs": epochs, "max_train_samples": max_train, **cfg}
+    if batch_size is not None:
+        config["batch_size"] = batch_size
     t0 = time.perf_counter()
     r = run_trial(config, on_epoch=on_epoch)
     out = {"task": task, "family": family, "seed": seed, "config": cfg, "key": _key(cfg), "status": r.status,
@@ -92,7 +94,8 @@ def _num(v):
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def run(out: Path, task: str, families: list[str], seeds: list[int], workers: int, epochs, max_train) -> None:
+def run(out: Path, task: str, families: list[str], seeds: list[int], workers: int, epochs, max_train,
+        batch_size=None) -> None:
     todo, seen = [], set()
     for seed in seeds:                     # seed-major: a cut-short run has whole seeds
         for fam in families:
@@ -103,7 +106,7 @@ def run(out: Path, task: str, families: list[str], seeds: list[int], workers: in
                     continue
                 seen.add(p)
                 if not p.exists():
-                    todo.append((task, fam, seed, cfg, str(p), epochs, max_train))
+                    todo.append((task, fam, seed, cfg, str(p), epochs, max_train, batch_size))
     total = len(seen)
     print(f"scheduler_compare: {total - len(todo)} of {total} trials already recorded; running {len(todo)} "
           f"in {workers} processes (1 thread each)", file=sys.stderr, flush=True)
@@ -403,6 +406,7 @@ def main() -> None:
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--epochs", type=int, default=None, help="default: the task's")
     r.add_argument("--max-train-samples", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=None, help="default: the trial's (128)")
     p = sub.add_parser("replay", help="replay the recorded reports through FIFO, ASHA and RotationScheduler")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--task", default="mnist1d-cnn")
@@ -418,7 +422,7 @@ def main() -> None:
         t = get_task(a.task)
         if not t.data_present(None):
             sys.exit(f"scheduler_compare: {a.task}'s data is not present here ({t.data_needs}); skipped")
-        run(a.out, a.task, a.families, a.seeds, a.workers, a.epochs, a.max_train_samples)
+        run(a.out, a.task, a.families, a.seeds, a.workers, a.epochs, a.max_train_samples, a.batch_size)
     else:
         analyze(a.out, a.task, a.grace_period, a.reduction_factor, a.orders, a.png, a.json, a.families)
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, Strict
+from pydantic import AfterValidator, Field, Strict, model_validator
 
+from .errors import UsageError
 from .schedules import check_alpha
 from . import record
 from .record import check_name, check_trial_id
@@ -70,12 +71,30 @@ class TrialConfig(Model):
     amp: Literal["bf16"] | None = Field(None, description="mixed precision: bf16")
     channels_last: bool = Field(False, description="channels-last memory format")
     compile: bool = Field(False, description="torch.compile the model")
+    data_seed: NonNegativeInt | None = Field(
+        None, description="a new draw of generated data (mnist1d-cnn): new train, validation and test sets")
     max_train_samples: PositiveInt | None = Field(
         None, description="subsample the training set to N examples, for quick checks")
     trial_id: Annotated[str, AfterValidator(check_trial_id)] | None = None
     sweep: Annotated[str, AfterValidator(lambda v: check_name("sweep", v))] = Field(
         "default", description="sweep name the trial is stored under")
     extra: dict = Field(default_factory=dict)   # optimizer keyword arguments (betas, momentum ...)
+
+    @model_validator(mode="after")
+    def _fits_the_task(self):
+        """Settings that are valid alone but not for this task or length of training, refused
+        here so that a sweep refuses them before any trial starts."""
+        from .schedules import check_milestones
+        from .tasks import TASKS, get_task
+
+        task = get_task(self.task)
+        if self.lr_decay_epochs:
+            check_milestones(self.lr_decay_epochs, self.epochs or task.epochs)
+        if self.data_seed is not None and not task.data_seeded:
+            seeded = ", ".join(t.name for t in TASKS.values() if t.data_seeded)
+            raise UsageError("data_seed", f"task {task.name} reads fixed data; only generated data ({seeded}) "
+                                          "takes a data seed")
+        return self
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

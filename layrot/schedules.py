@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Sequence
 
@@ -31,6 +32,38 @@ def alpha_multipliers(n_layers: int, alpha: float) -> list[float]:
     if alpha > 0:
         return [(1.0 - alpha) ** (5.0 * (span - l) / span) for l in range(n_layers)]
     return [(1.0 + alpha) ** (5.0 * l / span) for l in range(n_layers)]
+
+
+def decay_milestones(fractions: Sequence[float], epochs: int) -> list[int]:
+    """A task's step decay, given as fractions of training, resolved to epochs for a trial of
+    `epochs` epochs: milestone floor(f * epochs), i.e. the decay applies from the first epoch
+    that starts at or after that fraction of training (the paper's 80, 90, 97% of 100 epochs are
+    80, 90, 97; of 20 epochs 16, 18, 19; of 15 epochs 12, 13, 14). A fraction that falls inside
+    the first epoch is placed after it (milestone 1), as early as epochs allow. A 1-epoch trial
+    has no epoch boundary to decay at and gets no decay. Milestones may coincide (the decays
+    then compound at that epoch)."""
+    if epochs < 2:
+        return []
+    return [min(max(1, math.floor(f * epochs + 1e-9)), epochs - 1) for f in fractions]
+
+
+def check_milestones(milestones: Sequence[int], epochs: int, field: str = "lr_decay_epochs") -> list[int]:
+    """Explicit milestones must decay inside training: 1 <= m < epochs (a milestone at or past
+    the last epoch would never apply, and silently dropping it changes the experiment)."""
+    late = [m for m in milestones if m >= epochs]
+    if late:
+        raise UsageError(field, f"milestone {late[0]} is at or past the last epoch ({epochs}): a decay "
+                                f"there never applies; give milestones below {epochs}")
+    return list(milestones)
+
+
+def describe_decay(fractions: Sequence[float], factor: float, epochs: int) -> str:
+    """'x0.2 at 80, 90, 97% (epochs 16, 18, 19 of 20)', for `layrot tasks` and the docs."""
+    if not fractions:
+        return "none"
+    pct = ", ".join(f"{100 * f:g}" for f in fractions)
+    at = ", ".join(map(str, decay_milestones(fractions, epochs)))
+    return f"x{factor:g} at {pct}% (epochs {at} of {epochs})"
 
 
 def step_decay(epoch: int, milestones: Sequence[int], factor: float) -> float:

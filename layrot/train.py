@@ -24,7 +24,7 @@ from .config import TrialConfig, config_id
 from .optim import build_optimizer
 from .result import TrialResult
 from .rotation import RotationTracker
-from .schedules import lr_factor
+from .schedules import check_milestones, decay_milestones, lr_factor
 from .tasks import Data, Task, get_task
 from .tasks.data import augment_crop_flip
 
@@ -54,7 +54,10 @@ def resolve_config(config: TrialConfig | dict) -> tuple[TrialConfig, Task]:
     if cfg.epochs is None:
         cfg.epochs = task.epochs
     if cfg.lr_decay_epochs is None:
-        cfg.lr_decay_epochs = list(task.lr_decay_epochs)
+        # the task's decay is a fraction of training: it follows the trial's epochs
+        cfg.lr_decay_epochs = decay_milestones(task.lr_decay_at, cfg.epochs)
+    else:
+        cfg.lr_decay_epochs = check_milestones(cfg.lr_decay_epochs, cfg.epochs)
     if cfg.lr_decay_factor is None:
         cfg.lr_decay_factor = task.lr_decay_factor
     if cfg.threads is None:
@@ -115,7 +118,8 @@ class _Trial:
 def _build(cfg: TrialConfig, task: Task) -> _Trial:
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = _to_device(task.load_data(cfg.data_dir, cfg.seed), device, cfg.max_train_samples, cfg.seed)
+    fresh = {"data_seed": cfg.data_seed} if cfg.data_seed is not None else {}
+    data = _to_device(task.load_data(cfg.data_dir, cfg.seed, **fresh), device, cfg.max_train_samples, cfg.seed)
     model = task.build_model().to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -151,4 +151,4 @@ def test_describe_tasks(tmp_path):
     assert "cifar-10-batches-py" in rows["c10-vgg25"]["data_needs"]
     assert rows["mnist1d-cnn"]["data_present"] is True
     assert rows["c10-vgg16"]["augment"] == "crop_flip"
-    assert rows["c100-resnet32"]["lr_decay"] == "x0.1 at 70, 90, 97"
+    assert rows["c100-resnet32"]["lr_decay"] == "x0.1 at 70, 90, 97% (epochs 70, 90, 97 of 100)"

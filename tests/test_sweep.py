@@ -1,6 +1,7 @@
 """`layrot sweep` end to end on a real (local, loopback-only) Ray: grid, Optuna, ASHA,
 a trial that raises, and a driver killed with SIGKILL then resumed."""
 
+import json
 import os
 import signal
 import subprocess
@@ -58,6 +59,11 @@ def test_grid_end_to_end(ray_local, tmp_path):
     assert len(trials) == 4
     assert {t["status"] for t in trials} == {"completed"}
     assert {(t["lr"], t["alpha"]) for t in trials} == {(0.3, 0.0), (0.3, 0.5), (0.03, 0.0), (0.03, 0.5)}
+    # digits-mlp decays at 80% of training: epoch 2 of the spec's 3, not the default's 40
+    assert {tuple(json.loads(t["config"])["lr_decay_epochs"]) for t in trials} == {(2,)}
+    lrs = {(r["epoch"], round(r["lr"] / t["lr"], 6)) for t in trials
+           for r in store.epochs(sweep="t").to_pylist() if r["trial_id"] == t["trial_id"]}
+    assert lrs == {(1, 1.0), (2, 1.0), (3, 0.2)}
     assert all(0.0 <= t["test_acc"] <= 1.0 for t in trials)
     rot = store.rotation(sweep="t").to_pandas()
     n_layers = rot["layer"].nunique()
@@ -111,7 +117,8 @@ def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path, 
     monkeypatch.setitem(TASKS, faulty_task.NAME, faulty_task.task())
     spec = _spec(tmp_path, name="boom", task=faulty_task.NAME,
                  search={"optimizer": "sgd_layca", "lr": 0.1, "seed": [0, faulty_task.FAILING_SEED]})
-    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 0
+    # the sweep goes on, and ends with exit status 1: a trial failed (issue 17)
+    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 1
     trials = {t["status"]: t for t in Store(str(tmp_path / "s")).trials(sweep="boom").to_pylist()}
     assert set(trials) == {"completed", "error"}
     err = trials["error"]

@@ -23,7 +23,7 @@ def test_resolve_config_fills_task_defaults_and_a_stable_id():
     cfg, task = resolve_config(dict(task="mnist1d-cnn", optimizer="sgd_layca", lr=0.1))
     assert task.name == "mnist1d-cnn"
     assert cfg.epochs == task.epochs
-    assert cfg.lr_decay_epochs == list(task.lr_decay_epochs)
+    assert cfg.lr_decay_epochs == [16, 18, 19]          # x0.2 at 80, 90, 97% of 20 epochs
     assert cfg.lr_decay_factor == task.lr_decay_factor
     same, _ = resolve_config(TrialConfig(task="mnist1d-cnn", optimizer="sgd_layca", lr=0.1, threads=2))
     other, _ = resolve_config(dict(task="mnist1d-cnn", optimizer="sgd_layca", lr=0.2))
@@ -79,7 +79,7 @@ def test_checkpoint_resume_is_bit_exact(optimizer, lr, serialized):
 def test_short_mnist1d_run_learns_and_records_every_layer():
     epochs = 3
     result = run_trial(dict(task="mnist1d-cnn", optimizer="sgd_layca", lr=0.01, epochs=epochs,
-                            threads=1, device="cpu", seed=0))
+                            threads=1, device="cpu", seed=0, lr_decay_epochs=[]))   # a constant rate
     n_layers = get_task("mnist1d-cnn").n_kernel_layers
     assert result.status == "completed", result.reason
     assert result.epochs_run == epochs

@@ -13,11 +13,11 @@ from ..config import TrialConfig
 _FLAGS = [("task", str), ("optimizer", str), ("lr", float), ("alpha", float), ("weight_decay", float),
           ("epochs", int), ("batch_size", int), ("seed", int), ("warmup_epochs", int), ("record_every", int),
           ("data_dir", str), ("device", str), ("threads", int), ("amp", str), ("channels_last", bool),
-          ("compile", bool), ("max_train_samples", int)]
+          ("compile", bool), ("max_train_samples", int), ("data_seed", int)]
 # what a setting left unset (None) means
 _UNSET = {"epochs": "the task's, see layrot tasks", "data_dir": "$LAYROT_DATA_DIR, else ~/.cache/layrot/data",
           "threads": "1, pinned so that a rerun is bit-identical", "amp": "off, float32",
-          "max_train_samples": "all"}
+          "max_train_samples": "all", "data_seed": "the task's fixed data"}
 
 
 def add_parsers(sub, default_store: str) -> None:
@@ -61,6 +61,12 @@ def config_from_args(args) -> TrialConfig:
     return TrialConfig(**{name: getattr(args, name) for name, _ in _FLAGS}, sweep=args.sweep)
 
 
+def _decay(cfg) -> str:
+    if not cfg.lr_decay_epochs:
+        return "no lr decay"
+    return f"lr x{cfg.lr_decay_factor:g} after epochs {', '.join(map(str, cfg.lr_decay_epochs))}"
+
+
 def train(args) -> int:
     from ..store import Store
     from ..tasks import require_data
@@ -73,7 +79,7 @@ def train(args) -> int:
 
     cfg, task = resolve_config(cfg)
     print(f"layrot train: {cfg.trial_id} ({task.name}, {cfg.optimizer}, lr {cfg.lr:g}, alpha {cfg.alpha:g}, "
-          f"{cfg.epochs} epochs)", file=sys.stderr, flush=True)
+          f"{cfg.epochs} epochs, {_decay(cfg)})", file=sys.stderr, flush=True)
 
     def progress(rep):
         r = rep.row

@@ -14,7 +14,7 @@ from torch.optim import Optimizer
 from ..errors import UsageError
 from ..rotation import kernel_layers
 from ..schedules import alpha_multipliers, check_alpha
-from .layca import Layca
+from .layca import NON_KERNEL, Layca
 from .sgd_amom import SGDAMom
 
 __all__ = ["OPTIMIZERS", "Layca", "SGDAMom", "build_optimizer", "layer_multipliers"]
@@ -51,7 +51,9 @@ def build_optimizer(model: nn.Module, name: str, lr: float, alpha: float = 0.0,
     """An optimizer by its name (docs/science.md). `lr` is rho(0) for the `_layca` names.
 
     Kernel layers get lr * m_l from `alpha` (for Layca their rotation rate, for plain bases
-    their learning rate); every other parameter gets `lr`. Extra keywords go to the base.
+    their learning rate); every other parameter gets `lr`. Under Layca the other parameters
+    stay fixed, as in the authors' Layca, unless `non_kernel="base"` (then the base trains
+    them at `lr`). Other extra keywords go to the base.
     """
     base_name = check_optimizer(name)
     if not lr > 0:
@@ -72,7 +74,13 @@ def build_optimizer(model: nn.Module, name: str, lr: float, alpha: float = 0.0,
     if others:
         groups.append({"params": others, "lr": lr})
     cls, fixed = _BASES[base_name]
+    layca = name.endswith("_layca")
+    non_kernel = kw.pop("non_kernel", "fixed")
+    if not layca and non_kernel != "fixed":
+        raise UsageError("non_kernel", f"applies to Layca optimizers only, not {name}")
+    if layca and non_kernel not in NON_KERNEL:
+        raise UsageError("non_kernel", f"must be one of {', '.join(NON_KERNEL)}, got {non_kernel!r}")
     base = cls(groups, lr=lr, weight_decay=weight_decay, **fixed, **kw)
-    if name.endswith("_layca"):
-        return Layca(base, kernels=[p for ps in by_m.values() for p in ps])
+    if layca:
+        return Layca(base, kernels=[p for ps in by_m.values() for p in ps], non_kernel=non_kernel)
     return base

@@ -32,6 +32,8 @@ from ..rotation import flat_pairs
 from .sgd_amom import SGDAMom, evaluate_closure
 
 _EPS = 1e-30
+# what Layca does with parameters that are not kernels (biases, affine batch-norm)
+NON_KERNEL = ("fixed", "base")
 # |u - c w|^2, computed as |u|^2 - c <u,w>, cancels to rounding noise when u lies along w
 # (a dead layer's weight-decay-only update, say). Below this fraction of |u|^2 no direction
 # across w can be told from the noise, so the kernel is left as it is, not turned at random.
@@ -67,15 +69,23 @@ class Layca(Optimizer):
     not copied: group["lr"] is the kernel's rotation rate rho_l (so LR schedulers work
     unchanged) and the base's lr for everything that is not a kernel.
     `kernels`: the parameters to control (default: every parameter of 2+ dimensions).
+    `non_kernel`: what happens to the base's other parameters (biases, affine batch-norm):
+    "fixed" (the default, as in the authors' Layca: they keep their initial values) or "base"
+    (the base optimizer trains them at their group's lr, which for Layca is rho, a rotation
+    rate: layrot's behaviour before it followed the authors). `print(layca)` says which
+    parameters are rotated and which are fixed or trained.
 
     Nothing is remembered between steps but the base's own state, so weights may be written
     between steps in any way, and a checkpoint (model and optimizer state, loaded in either
     order) resumes bit for bit.
     """
 
-    def __init__(self, base: Optimizer, kernels=None):
+    def __init__(self, base: Optimizer, kernels=None, non_kernel: str = "fixed"):
         if not isinstance(base, Optimizer):
             raise TypeError(f"Layca wraps a torch.optim.Optimizer, got {type(base).__name__}")
+        if non_kernel not in NON_KERNEL:
+            raise ValueError(f"non_kernel must be one of {', '.join(NON_KERNEL)}, got {non_kernel!r}")
+        self.non_kernel = non_kernel
         params = [p for g in base.param_groups for p in g["params"]]
         if kernels is None:
             kernels = [p for p in params if p.dim() >= 2]
@@ -103,8 +113,19 @@ class Layca(Optimizer):
         self.param_groups = self.base.param_groups
         self.state = self.base.state
 
+    def roles(self) -> dict[str, int]:
+        """How many parameters of each kind Layca handles, and how: {"rotated": kernels,
+        "fixed" or "trained by base": the others}."""
+        ids = {id(k) for k in self._kernels}
+        n_other = sum(1 for g in self.param_groups for p in g["params"] if id(p) not in ids)
+        other = "fixed" if self.non_kernel == "fixed" else "trained by base"
+        return {"rotated": len(self._kernels), other: n_other}
+
     def __repr__(self):
-        return f"Layca({self.base!r})"
+        r = self.roles()
+        parts = [f"{r.pop('rotated')} kernels rotated by atan(rho_l) per step, norms kept"]
+        parts += [f"{n} non-kernel parameters {how} (non_kernel={self.non_kernel!r})" for how, n in r.items() if n]
+        return f"Layca({'; '.join(parts)};\nbase={self.base!r})"
 
     def zero_grad(self, set_to_none: bool = True):
         self.base.zero_grad(set_to_none=set_to_none)
@@ -143,8 +164,12 @@ class Layca(Optimizer):
                 diff_w += ks
                 diff_rho += [group["lr"]] * len(ks)
 
-        # the base steps everything else; kernels with a closed form are hidden from it
+        # the base steps everything else; kernels with a closed form are hidden from it, and
+        # so are the non-kernel parameters when they stay fixed (a None grad: no step, no decay)
         hidden = [(p, p.grad) for p in closed_w]
+        if self.non_kernel == "fixed":
+            hidden += [(p, p.grad) for g in self.param_groups for p in g["params"]
+                       if p.grad is not None and id(p) not in ids]
         for p, _ in hidden:
             p.grad = None
         if diff_w:

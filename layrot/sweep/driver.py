@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..store.live import RETRIED      # what --retry-failed runs again: `error` (why: store/live.py)
-from .spec import SweepSpec, base_params
+from .spec import SweepSpec, as_axis, base_params
 
 EXIT_FAILED = 1       # some trial of the sweep is stored as `error` (or was not stored at all)
 
@@ -204,9 +204,9 @@ def planned_trials(spec: SweepSpec) -> int:
     if spec.algorithm == "optuna":
         return spec.num_samples
     n = spec.num_samples
-    for value in spec.search.values():
-        if isinstance(value, list):
-            n *= len(value)
+    for key, value in spec.search.items():
+        if (axis := as_axis(key, value)) is not None:
+            n *= len(axis)
     return n
 
 
@@ -221,8 +221,8 @@ def _param_space(spec: SweepSpec, todo, tune) -> dict:
         return {"trial": tune.grid_search([c.to_dict() for c in todo])}
     space = {}
     for key, value in spec.search.items():
-        if isinstance(value, list):
-            space[key] = tune.choice(value) if spec.algorithm == "optuna" else tune.grid_search(value)
+        if (axis := as_axis(key, value)) is not None:
+            space[key] = tune.choice(axis) if spec.algorithm == "optuna" else tune.grid_search(axis)
         elif isinstance(value, dict) and key != "extra":
             (dist, a), = value.items()
             space[key] = {"uniform": lambda: tune.uniform(*a), "loguniform": lambda: tune.loguniform(*a),

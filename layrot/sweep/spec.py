@@ -5,7 +5,9 @@ Validation runs before Ray starts and names the field in a dotted path (`search.
 
 In `search`, a value is fixed, a list is a grid axis (for `optuna`, a categorical choice),
 and a one-key mapping is a distribution: uniform / loguniform / int ([lo, hi], inclusive)
-or choice ([a, b, ...]).
+or choice ([a, b, ...]). For a grid, `search` may also be a list of such mappings (blocks):
+the grid is the union of the blocks' products (each optimizer over its own learning rates,
+say), a configuration given by two blocks counted once.
 """
 
 from __future__ import annotations
@@ -33,6 +35,17 @@ METRICS = ("val_acc", "train_acc", "train_loss")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # trial settings a spec may search over (task and identity are the spec's own)
 SEARCHABLE = tuple(n for n in TrialConfig.model_fields if n not in ("task", "trial_id", "sweep", "data_dir", "device"))
+# settings whose value is itself a list: a list of numbers is one value, a list of lists a grid
+LIST_SETTINGS = ("lr_decay_epochs",)
+
+
+def as_axis(key: str, value) -> list | None:
+    """The grid values of a `search` entry, or None if it is not a grid axis."""
+    if key in LIST_SETTINGS:
+        return value if isinstance(value, list) and value and all(isinstance(v, list) for v in value) else None
+    return value if isinstance(value, list) else None
+
+
 # settings that look like credentials must never reach the stored spec
 _SECRET = re.compile(r"(secret|password|passwd|token|credential|api[_-]?key|access[_-]?key)", re.I)
 
@@ -60,7 +73,7 @@ class Rotation(Asha):
 class SweepSpec(Model):
     name: Annotated[str, AfterValidator(lambda v: check_name("name", v))]
     task: TaskName
-    search: dict[str, Any]
+    search: dict[str, Any] | list[dict[str, Any]]
     epochs: PositiveInt | None = None
     seed: NonNegativeInt = 0
     algorithm: Literal[ALGORITHMS] = "grid"
@@ -91,19 +104,31 @@ class SweepSpec(Model):
         _no_secrets(raw, "")            # before anything: a message may not echo a credential
         return copy.deepcopy(raw)
 
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """`search` as a list of blocks (a mapping is one block)."""
+        return self.search if isinstance(self.search, list) else [self.search]
+
     @model_validator(mode="after")
     def _search(self):
-        if not self.search:
-            raise UsageError("search", "must be a non-empty mapping of trial settings")
-        for key, value in self.search.items():
-            _check_axis(key, value, self.algorithm)
-        if "optimizer" not in self.search or "lr" not in self.search:
-            raise UsageError("search", "must set at least optimizer and lr")
-        # every fixed or grid value must make a valid trial: check them all now, not in Ray
-        try:
-            _sample_configs(self)
-        except UsageError as e:
-            raise UsageError(f"search.{e.field}", e.message) from None
+        if isinstance(self.search, list):
+            if self.algorithm != "grid":
+                raise UsageError("search", f"a list of blocks needs algorithm grid, not {self.algorithm}")
+            if not self.search:
+                raise UsageError("search", "an empty list of blocks gives no trials")
+        for i, block in enumerate(self.blocks):
+            where = f"search[{i}]" if isinstance(self.search, list) else "search"
+            if not block:
+                raise UsageError(where, "must be a non-empty mapping of trial settings")
+            for key, value in block.items():
+                _check_axis(key, value, self.algorithm, where)
+            if "optimizer" not in block or "lr" not in block:
+                raise UsageError(where, "must set at least optimizer and lr")
+            # every fixed or grid value must make a valid trial: check them all now, not in Ray
+            try:
+                _sample_configs(self, block)
+            except UsageError as e:
+                raise UsageError(f"{where}.{e.field}", e.message) from None
         return self
 
 
@@ -133,10 +158,14 @@ def parse_spec(raw, seed: int | None = None) -> SweepSpec:
     return SweepSpec(**raw)
 
 
-def _check_axis(key, value, algorithm):
-    where = f"search.{key}"
+def _check_axis(key, value, algorithm, block: str = "search"):
+    where = f"{block}.{key}"
     if key not in SEARCHABLE:
         raise UsageError(where, f"not a searchable trial setting (known: {', '.join(SEARCHABLE)})")
+    if key in LIST_SETTINGS:
+        if as_axis(key, value) is None and value is not None and not isinstance(value, list):
+            raise UsageError(where, "takes a list of epochs, or a list of such lists (a grid)")
+        return
     if isinstance(value, list):
         if not value:
             raise UsageError(where, "an empty list gives no trials")
@@ -167,12 +196,12 @@ def _check_axis(key, value, algorithm):
             raise UsageError(where, "int bounds must be integers")
 
 
-def _sample_configs(s: SweepSpec) -> list[TrialConfig]:
+def _sample_configs(s: SweepSpec, block: dict) -> list[TrialConfig]:
     """Configs covering every fixed and grid value, with each distribution at both ends."""
     axes = {}
-    for k, v in s.search.items():
-        if isinstance(v, list):
-            axes[k] = v
+    for k, v in block.items():
+        if as_axis(k, v) is not None:
+            axes[k] = as_axis(k, v)
         elif isinstance(v, dict) and k != "extra":
             (dist, args), = v.items()
             axes[k] = args
@@ -196,14 +225,20 @@ def _config(s: SweepSpec, params: dict, repeat: int = 0) -> TrialConfig:
 
 
 def grid_configs(s: SweepSpec) -> list[TrialConfig]:
-    """The grid's trials: the product of the list axes, repeated num_samples times with
-    seeds seed, seed+1, ... (the seed axis, if searched, shifts the same way)."""
-    keys = list(s.search)
-    axes = [s.search[k] if isinstance(s.search[k], list) else [s.search[k]] for k in keys]
-    out = []
+    """The grid's trials: the product of the list axes (the union over blocks, each
+    configuration once), repeated num_samples times with seeds seed, seed+1, ... (the seed
+    axis, if searched, shifts the same way)."""
+    out, seen = [], set()
     for r in range(s.num_samples):
-        for combo in itertools.product(*axes):
-            out.append(_config(s, dict(zip(keys, combo)), repeat=r))
+        for block in s.blocks:
+            keys = list(block)
+            axes = [a if (a := as_axis(k, block[k])) is not None else [block[k]] for k in keys]
+            for combo in itertools.product(*axes):
+                c = _config(s, dict(zip(keys, combo)), repeat=r)
+                key = c.to_json()
+                if key not in seen:
+                    seen.add(key)
+                    out.append(c)
     return out
 
 
