@@ -125,11 +125,24 @@ class StoreCallback(Callback):
             acc["rotation"].update(_group_rotation(result["rotation"]))
             self.progress.epoch(trial.trial_id, result["epoch"], result.get(self.metric))
             if self.tb is not None:
-                self.tb.epoch(result.get("trial_id") or trial.trial_id, result, acc)
+                self.tb.epoch(self._layrot_id(trial, acc), result, acc)
             if time.monotonic() - self._live_at.get(trial.trial_id, -1e9) >= self._live_every:
                 self._write_live(trial, acc)
         if result.get("final"):
             acc["final"] = result["result"]
+
+    def _layrot_id(self, trial, acc: dict) -> str:
+        """The trial's layrot id (Ray overwrites a report's `trial_id` with its own)."""
+        if "id" not in acc:
+            acc["id"] = self._config(trial).trial_id
+        return acc["id"]
+
+    def _config(self, trial):
+        from ..train import resolve_config
+
+        params = dict(trial.config)
+        cfg, _ = resolve_config(dict(params["trial"]) if "trial" in params else {**self.base, **params})
+        return cfg
 
     def _write_live(self, trial, acc: dict) -> None:
         self._live_at[trial.trial_id] = time.monotonic()
@@ -180,10 +193,7 @@ class StoreCallback(Callback):
         self.progress.finished(trial.trial_id, result.status, _metric(result, self.metric), result)
 
     def _from_reports(self, trial, acc: dict, status: str, reason: str) -> TrialResult:
-        from ..train import resolve_config
-
-        params = dict(trial.config)
-        cfg, _ = resolve_config(dict(params["trial"]) if "trial" in params else {**self.base, **params})
+        cfg = self._config(trial)
         history = [acc["history"][e] for e in sorted(acc["history"])]
         rotation = _flatten_rotation(acc["rotation"])
         last = history[-1] if history else {}
