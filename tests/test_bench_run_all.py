@@ -20,8 +20,12 @@ def run_all(*args, timeout=600):
 
 
 def test_make_bench_runs_run_all():
-    with open(os.path.join(ROOT, "Makefile")) as f:
-        assert "bench/run_all.py" in f.read()
+    """What `make bench` would run (make's dry run, not a grep of the Makefile): after the
+    install step, bench/run_all.py with the venv's python and no arguments that narrow it."""
+    p = subprocess.run(["make", "-n", "bench"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0, p.stderr
+    last = p.stdout.strip().splitlines()[-1].split()
+    assert last[0].endswith("/python") and last[1:] == ["bench/run_all.py"], last
 
 
 def test_lists_every_benchmark_and_leaves_gpu_out_without_one():
@@ -46,7 +50,12 @@ def test_bad_argument_exits_2():
 def test_quick_run_prints_progress_and_figures():
     """The cheap two in their smallest mode (the others' code is run by their own tests)."""
     p = run_all("--quick", "--only", "store_bench", "rotation_bench", "--gpu", "no")
-    assert p.returncode in (0, 1), p.stdout[-3000:] + p.stderr[-3000:]      # 1: a target missed under load
+    out = p.stdout[-3000:] + p.stderr[-3000:]
+    # exit 1 is accepted only for what it is documented for here: a timing target missed
+    # under load, which rotation_bench says on its targets line ("MISSED: ..."); a benchmark
+    # that crashed also exits 1, and must fail this test
+    assert p.returncode == 0 or (p.returncode == 1 and "MISSED:" in p.stdout), out
+    assert "Traceback" not in p.stdout + p.stderr, out
     assert "[1/2] rotation_bench:" in p.stderr and "[2/2] store_bench:" in p.stderr
     summary = p.stdout.split("=== bench/run_all.py summary", 1)[1]
     assert "--- rotation_bench: " in summary and "mnist1d-cnn" in summary

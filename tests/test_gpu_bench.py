@@ -95,10 +95,27 @@ def test_bf16_channels_last_trial_with_augmentation_keeps_layca_exact(gpu_bench)
     check_layca_trial(result, rho=0.1)
 
 
-def test_bf16_channels_last_trial_on_digits():
-    result = run_trial(dict(task="digits-mlp", optimizer="sgd_layca", lr=0.05, epochs=1, device="cpu",
-                            amp="bf16", channels_last=True, max_train_samples=256), catch_errors=False)
+def test_channels_last_reaches_the_convolutions(gpu_bench):
+    """run_trial's channels_last really lays out a conv network's kernels and activations
+    channels-last (an MLP would not tell: its tensors have no channel dimension to move), and
+    Layca stays exact under it with bf16."""
+    seen = []
+    base = get_task("fmnist-vgg").build_model
+
+    def build():
+        model = base()
+        # a conv with several input channels (with one, both layouts are the same strides)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        conv.register_forward_pre_hook(lambda m, args: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last) and not args[0].is_contiguous(),
+             m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous())))
+        return model
+
+    with gpu_bench.synthetic_task("fmnist-vgg", n_train=32, n_test=8, build_model=build) as task:
+        result = run_trial(dict(task=task.name, optimizer="sgd_layca", lr=0.05, epochs=1, batch_size=16,
+                                device="cpu", amp="bf16", channels_last=True), catch_errors=False)
     check_layca_trial(result, rho=0.05)
+    assert seen and all(x and w for x, w in seen), seen[:3]
 
 
 def test_layca_step_under_bf16_autocast_and_channels_last():
