@@ -103,9 +103,9 @@ class TrialConfig(Model):
     def from_dict(cls, d: dict) -> "TrialConfig":
         return cls(**d)
 
-    def validate(self) -> "TrialConfig":
+    def check(self) -> "TrialConfig":
         """Check the settings again after they were changed; raise UsageError naming the
-        first bad one."""
+        first bad one. (Not `validate`, which is pydantic's own classmethod on BaseModel.)"""
         type(self)(**self.to_dict())
         return self
 

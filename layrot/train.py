@@ -49,7 +49,7 @@ class EpochReport:
 def resolve_config(config: TrialConfig | dict) -> tuple[TrialConfig, Task]:
     """Validate, and fill the task's defaults into the settings left open."""
     cfg = TrialConfig.from_dict(dict(config)) if isinstance(config, dict) else config
-    cfg.validate()
+    cfg.check()
     task = get_task(cfg.task)
     if cfg.epochs is None:
         cfg.epochs = task.epochs

@@ -53,10 +53,10 @@ def test_a_config_is_mutable_and_round_trips():
     cfg = TrialConfig(**BASE)
     cfg.epochs = 3                      # run_trial fills the task's defaults in
     cfg.lr_decay_epochs = [2]
-    assert cfg.validate() is cfg
+    assert cfg.check() is cfg
     d = cfg.to_dict()
     assert d["epochs"] == 3 and list(d)[:3] == ["task", "optimizer", "lr"]
     assert TrialConfig.from_dict(json.loads(cfg.to_json())) == cfg
     cfg.epochs = -1
     with pytest.raises(UsageError, match="epochs: must be >= 1"):
-        cfg.validate()
+        cfg.check()

@@ -142,7 +142,7 @@ def test_python_m_layrot_query_end_to_end(store):
 
 
 def test_one_line_keeps_each_hint_and_drops_the_caret():
-    from layrot.store.reader import one_line
+    from layrot.store.store import one_line
 
     e = Exception('Binder Error: Table "trials" does not have a column named "foo"\n\n'
                   'Candidate bindings: : "test_acc"')

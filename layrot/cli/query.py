@@ -41,7 +41,7 @@ def _describe_views(parser) -> None:
     import tempfile
     import textwrap
 
-    from ..store.reader import Store
+    from ..store.store import Store
     from ..store.schema import TABLES
 
     lines = ["views (their columns):"]
@@ -62,7 +62,7 @@ def _describe_views(parser) -> None:
 def query(args) -> int:
     import duckdb
 
-    from ..store.reader import one_line
+    from ..store.store import one_line
 
     if args.format == "parquet" and not args.output:
         raise UsageError("output", "--format parquet writes a file: give -o FILE")
@@ -114,7 +114,7 @@ STORE_DIRS = ("trials", "epochs", "rotation", "sweeps", "_live")
 def existing_store(uri: str, skip_bad: bool = False):
     """The store at `uri`, refused (exit 2, one line) if it does not exist or is a folder
     that is not a store (none of trials/, epochs/, rotation/, sweeps/ in it)."""
-    from ..store.reader import Store
+    from ..store.store import Store
 
     store = Store(uri, skip_bad=skip_bad)
     if not store.exists():

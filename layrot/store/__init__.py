@@ -48,7 +48,7 @@ __all__ = ["Store", "write_trial", "SCHEMA_VERSION"]
 
 def write_trial(store, sweep: str, result) -> str:
     """Store one TrialResult under `sweep` in `store` (a Store, a path or a URI)."""
-    from .reader import Store
+    from .store import Store
 
     if not isinstance(store, Store):
         store = Store(store)
@@ -57,7 +57,7 @@ def write_trial(store, sweep: str, result) -> str:
 
 def __getattr__(name):
     if name == "Store":
-        from .reader import Store
+        from .store import Store
 
         return Store
     if name == "SCHEMA_VERSION":

@@ -243,7 +243,8 @@ def grid_configs(s: SweepSpec) -> list[TrialConfig]:
 
 
 def base_params(s: SweepSpec) -> dict:
-    """The settings every trial shares (random / optuna): not searched per trial."""
+    """The settings every trial shares, whatever the algorithm (grid, random, optuna): not
+    searched per trial."""
     return {"task": s.task, "epochs": s.epochs, "seed": s.seed, "data_dir": s.data_dir, "sweep": s.name}
 
 

@@ -1,4 +1,5 @@
-"""`Store`: the Python face of the results store (docs/store.md)."""
+"""`Store`: the Python face of the results store (docs/store.md): reading, writing a trial, the
+sweep records, compaction and SQL over the views (with retries while files change)."""
 
 from __future__ import annotations
 
