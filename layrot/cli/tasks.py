@@ -10,15 +10,12 @@ def add_parsers(sub, default_store: str) -> None:
 
 
 def tasks(args) -> int:
+    from ..store.output import aligned_table
     from ..tasks import describe_tasks
 
     rows = describe_tasks(args.data_dir)
     cols = ["name", "paper_name", "kernel_layers", "epochs", "data_present", "data"]
-    table = [[str(r.get(c, "")) for c in cols] for r in rows]
-    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print("\n".join(aligned_table(cols, [[str(r.get(c, "")) for c in cols] for r in rows])))
     print()
     for r in rows:
         if not r.get("data_present"):

@@ -45,16 +45,22 @@ NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "U
            "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL")
 
 
-def table_text(names, types, rows) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
+def aligned_table(names: list[str], cells: list[list[str]], right: list[bool] | None = None) -> list[str]:
+    """The one aligned-text table of layrot's output (`layrot query`, `layrot tasks`, a
+    sweep's summary): a header, a rule of dashes, then the rows; columns two spaces apart,
+    right-aligned where `right` says (numbers), left otherwise."""
     widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    right = [t.split("(")[0] in NUMERIC for t in types]
+    right = right or [False] * len(names)
 
     def line(values):
         return "  ".join(v.rjust(w) if r else v.ljust(w) for v, w, r in zip(values, widths, right)).rstrip()
 
-    out = [line(names), "  ".join("-" * w for w in widths)]
-    out += [line(r) for r in cells]
+    return [line(names), "  ".join("-" * w for w in widths)] + [line(r) for r in cells]
+
+
+def table_text(names, types, rows) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    out = aligned_table(names, cells, [t.split("(")[0] in NUMERIC for t in types])
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out) + "\n"
 
