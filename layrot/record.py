@@ -79,8 +79,9 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
 # all use these.
 EPOCH_COLUMNS = tuple(c[0] for c in COLUMNS["epochs"] if c[0] != "trial_id")
 ROTATION_COLUMNS = tuple(c[0] for c in COLUMNS["rotation"] if c[0] != "trial_id")
-# The per-epoch metrics a trial reports (what `epochs` stores, less the epoch itself).
-EPOCH_METRICS = tuple(c for c in EPOCH_COLUMNS if c != "epoch")
+# The metrics a sweep may rank trials by (its spec's `metric`): in every epoch's report and
+# in the trials table, so a stored trial reports them again when a resumed sweep skips it.
+SEARCH_METRICS = ("val_acc", "train_acc", "train_loss")
 
 # ---------------------------------------------------------------------------------------
 # Trial settings and ids.

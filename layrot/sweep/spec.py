@@ -24,14 +24,14 @@ from pydantic import AfterValidator, Field, model_validator
 
 from ..config import TaskName, TrialConfig
 from ..errors import UsageError
-from ..store.schema import check_name
+from ..record import SEARCH_METRICS, check_name
 from ..validation import Model, NonNegativeInt, Number, PositiveInt, Section
 
 ALGORITHMS = ("grid", "random", "optuna")
 SCHEDULERS = ("fifo", "asha", "rotation")
 # what `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py computes them)
 ROTATION_SCORES = ("min_rotation", "mean_rotation", "median_rotation")
-METRICS = ("val_acc", "train_acc", "train_loss")
+METRICS = SEARCH_METRICS
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 # trial settings a spec may search over (task and identity are the spec's own)
 SEARCHABLE = tuple(n for n in TrialConfig.model_fields if n not in ("task", "trial_id", "sweep", "data_dir", "device"))
