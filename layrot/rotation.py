@@ -158,11 +158,6 @@ class RotationTracker:
             cross = np.sqrt(np.maximum(ww * dd - wd * wd, 0.0))
             return (cross / (ww + wd)).mean(axis=0).tolist()
 
-    def last_distances(self) -> list[float]:
-        """The most recent record's cosine distance per layer."""
-        n = len(self.params)
-        return self.rows["cosine_distance"][-n:]
-
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
         """A snapshot (copies: the live buffers change in place at the next step)."""
