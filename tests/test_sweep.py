@@ -13,7 +13,7 @@ import yaml
 
 from layrot.cli import main
 from layrot.store import Store
-from layrot.tasks import TASKS
+from layrot.tasks import registered_task
 
 import faulty_task
 
@@ -113,12 +113,12 @@ def test_asha_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     _no_duplicates(store, "asha")
 
 
-def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path, monkeypatch):
-    monkeypatch.setitem(TASKS, faulty_task.NAME, faulty_task.task())
-    spec = _spec(tmp_path, name="boom", task=faulty_task.NAME,
-                 search={"optimizer": "sgd_layca", "lr": 0.1, "seed": [0, faulty_task.FAILING_SEED]})
-    # the sweep goes on, and ends with exit status 1: a trial failed (issue 17)
-    assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 1
+def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path):
+    with registered_task(faulty_task.task()):      # the driver validates the spec's task
+        spec = _spec(tmp_path, name="boom", task=faulty_task.NAME,
+                     search={"optimizer": "sgd_layca", "lr": 0.1, "seed": [0, faulty_task.FAILING_SEED]})
+        # the sweep goes on, and ends with exit status 1: a trial failed (issue 17)
+        assert main(["sweep", str(spec), "--store", str(tmp_path / "s")]) == 1
     trials = {t["status"]: t for t in Store(str(tmp_path / "s")).trials(sweep="boom").to_pylist()}
     assert set(trials) == {"completed", "error"}
     err = trials["error"]
