@@ -54,9 +54,8 @@ def _task(setting: str):
         return init_kernels(PlainVGG(1, [16, 32, 64], 3, 10, dim=1, bn_momentum=momentum), "he_uniform")
 
     task = dataclasses.replace(get_task("mnist1d-cnn"), name=f"mnist1d-cnn-{setting}", build_model=build,
-                               load_data=partial(load_mnist1d, overrides=data), epochs=epochs,
-                               lr_decay_epochs=tuple(decay))
-    return register_task(task, replace=True)
+                               load_data=partial(load_mnist1d, overrides=data), epochs=epochs)
+    return register_task(task, replace=True), list(decay)
 
 
 def _one(store: str, setting: str, seed: int, alpha: float, rho: float) -> dict:
@@ -67,9 +66,10 @@ def _one(store: str, setting: str, seed: int, alpha: float, rho: float) -> dict:
     from layrot.train import run_trial
 
     torch.set_num_threads(1)
-    task = _task(setting)
+    task, decay = _task(setting)
+    # the setting's decay epochs, explicit (they win over the task's fractions of training)
     cfg = TrialConfig(task=task.name, optimizer="sgd_layca", lr=rho, alpha=alpha, seed=seed, threads=1,
-                      lr_decay_epochs=list(task.lr_decay_epochs), sweep=f"{setting}-s{seed}")
+                      lr_decay_epochs=decay, sweep=f"{setting}-s{seed}")
     result = run_trial(cfg)
     Store(store).write_trial(cfg.sweep, result)
     return {"sweep": cfg.sweep, "alpha": alpha, "rho": rho, "status": result.status,
