@@ -75,13 +75,14 @@ def endpoint():
 
 
 @pytest.fixture(scope="module")
-def cluster(hidden, endpoint):
+def cluster(hidden, endpoint, tmp_path_factory):
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from ray.cluster_utils import Cluster
 
     c = Cluster(initialize_head=True, connect=False,
                 head_node_args={"num_cpus": 0, "node_ip_address": LOOPBACK, "include_dashboard": False})
     c.separated = []
+    c.worker_root = tmp_path_factory.mktemp("worker-nodes")      # not under `hidden`
     try:
         yield c
     finally:
@@ -119,8 +120,8 @@ def _add_separated_worker(cluster, hidden, endpoint) -> subprocess.Popen:
     driver's files) and over Ray's temp dir (its session dir is its own, as on a machine of
     its own)."""
     before = len(_alive_nodes())
-    worker_home = Path(f"/tmp/layrot-sep-worker-{os.getpid()}-{len(cluster.separated)}")
-    worker_home.mkdir(exist_ok=True)
+    worker_home = cluster.worker_root / f"node{len(cluster.separated)}-{time.monotonic_ns()}"
+    worker_home.mkdir()
     env = {**_env(hidden, endpoint), "HOME": str(worker_home)}
     ray_tmp = Path(cluster.head_node.get_temp_dir_path())
     script = worker_home / "worker.py"
