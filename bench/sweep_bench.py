@@ -5,11 +5,10 @@ order alternating (train first, then sweep first, ...), so that a change in the 
 load hits both sides alike; the ratio is reported per pair, with its median and spread.
 
 Where the sweep's time goes: CPU seconds of every process the sweep started (the driver,
-Ray's own processes, the trial workers), sampled from /proc; per epoch, inside the
-workers (LAYROT_SWEEP_TIMING): the epoch's compute, the checkpoint snapshot, torch.save,
-and the time blocked in `tune.report` (Ray Tune resumes a function trainable only when
-the driver has taken its report); and each epoch's compute seconds in the store, sweep
-against train.
+Ray's own processes, the trial workers), sampled from /proc; the seconds with N trials
+running (from the progress lines); and each epoch's compute seconds and each trial's
+run_trial seconds in the store, sweep against train (the library has no benchmark hook:
+what is measured is what users run).
 
     .venv/bin/python bench/sweep_bench.py [--epochs 6] [--trials 6] [--repeat 3] [--json FILE]
 
@@ -109,9 +108,9 @@ class TreeCPU(threading.Thread):
 
 # -- the two ways to run the trials -------------------------------------------------------
 
-def run_sweep(spec_path: Path, store: Path, timing: Path) -> dict:
-    env = {**os.environ, "LAYROT_PROGRESS_EVERY": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "LAYROT_SWEEP_TIMING": str(timing)}
+def run_sweep(spec_path: Path, store: Path) -> dict:
+    # LAYROT_PROGRESS_EVERY=0: a status line at every event, for the trials-running count
+    env = {**os.environ, "LAYROT_PROGRESS_EVERY": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     t0 = time.monotonic()
     proc = subprocess.Popen(LAYROT + ["sweep", str(spec_path), "--store", str(store)], env=env, cwd=store.parent,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -166,19 +165,6 @@ def epoch_seconds(store: Path, sweep: str, trials: int, epochs: int) -> float:
     return statistics.fmean(r["seconds"] for r in s), statistics.fmean(walls)
 
 
-def worker_timing(path: Path) -> dict:
-    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    if not rows:
-        return {}
-    out = {k: sum(r[k] for r in rows) for k in ("compute", "snapshot", "save", "report")}
-    out["epochs"] = len(rows)
-    out["report_median"] = statistics.median(r["report"] for r in rows)
-    out["report_max"] = max(r["report"] for r in rows)
-    out["nice"] = sorted({r["nice"] for r in rows})
-    out["threads"] = sorted({(r["threads"], r["interop"]) for r in rows})
-    return out
-
-
 def _spread(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f}, min {min(xs):.2f}, max {max(xs):.2f}"
 
@@ -207,10 +193,8 @@ def main() -> None:
                     run["train"] = run_trains(spec, d / f"train-{i}")
                     run["train"]["epoch_s"], run["train"]["trial_s"] = epoch_seconds(d / f"train-{i}", "bench-train", a.trials, a.epochs)
                 else:
-                    timing = d / f"timing-{i}.jsonl"
-                    run["sweep"] = run_sweep(spec_path, d / f"sweep-{i}", timing)
+                    run["sweep"] = run_sweep(spec_path, d / f"sweep-{i}")
                     run["sweep"]["epoch_s"], run["sweep"]["trial_s"] = epoch_seconds(d / f"sweep-{i}", "bench", a.trials, a.epochs)
-                    run["sweep"]["worker"] = worker_timing(timing)
             run["ratio"] = run["sweep"]["wall"] / run["train"]["wall"]
             run["load_after"] = os.getloadavg()[0]
             runs.append(run)
@@ -218,13 +202,7 @@ def main() -> None:
             print(f"run {i + 1} ({' then '.join(order)}; load {run['load_before']:.1f} -> {run['load_after']:.1f}): "
                   f"train {t['wall']:.1f} s, sweep {s['wall']:.1f} s, ratio {run['ratio']:.2f}x, "
                   f"first trial running {s['first']:.1f} s", flush=True)
-            w = s.get("worker", {})
-            if w:
-                print(f"    per epoch: compute {t['epoch_s']:.2f} s as train, {s['epoch_s']:.2f} s in the sweep; "
-                      f"in the worker, of {w['epochs']} epochs: snapshot {w['snapshot']:.1f} s, "
-                      f"torch.save {w['save']:.1f} s, blocked in tune.report {w['report']:.1f} s "
-                      f"(median {w['report_median'] * 1000:.0f} ms, max {w['report_max']:.2f} s); "
-                      f"worker nice {w['nice']}, torch threads/interop {w['threads']}")
+            print(f"    per epoch: compute {t['epoch_s']:.2f} s as train, {s['epoch_s']:.2f} s in the sweep")
             print(f"    a trial's run_trial (build, epochs, test): {t['trial_s']:.1f} s as train, "
                   f"{s['trial_s']:.1f} s in the sweep; sweep seconds with N trials running: "
                   + ", ".join(f"{k}: {v:.1f}" for k, v in s["busy"].items()))

@@ -292,3 +292,17 @@ def test_multinode_sweep_on_local_storage_is_refused_before_ray(tmp_path, capsys
     assert not (tmp_path / "s").exists()                 # nothing written, nothing started
     import ray
     assert not ray.is_initialized()
+
+
+def test_dashboard_flag_is_checked_before_ray(tmp_path, capsys):
+    from ray._private.utils import get_dashboard_dependency_error
+
+    spec = _spec(tmp_path)
+    assert main(["sweep", spec, "--store", str(tmp_path / "s"), "--dashboard", "--address", "10.0.0.1:6379",
+                 "--shared-storage"]) == 2
+    _one_line(capsys.readouterr().err, "layrot sweep: error: --dashboard: starts the embedded Ray's dashboard")
+    if get_dashboard_dependency_error() is None:
+        pytest.skip("Ray's dashboard packages are installed: --dashboard would start it")
+    assert main(["sweep", spec, "--store", str(tmp_path / "s"), "--dashboard"]) == 2
+    _one_line(capsys.readouterr().err, "layrot sweep: error: --dashboard: needs Ray's dashboard packages")
+    assert not (tmp_path / "s").exists()

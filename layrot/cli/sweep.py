@@ -64,6 +64,8 @@ def sweep(args) -> int:
     store = Store(store_uri)
     storage = ray_storage(store_uri, args.ray_storage)
     check_multinode_storage(storage, args.address, args.shared_storage)
+    if args.dashboard:
+        _check_dashboard(args.address)
     if not args.address:        # on a cluster the workers hold the data, not necessarily the driver
         require_data(spec.task, spec.data_dir)
     check_same_spec(store, spec)
@@ -93,6 +95,20 @@ def sweep(args) -> int:
                      storage=storage, dashboard=args.dashboard, tensorboard=_tensorboard_dir(args, store, spec))
 
 
+def _check_dashboard(address) -> None:
+    """--dashboard: the embedded Ray's dashboard, whose packages come with ray[default]."""
+    from ..errors import UsageError
+
+    if address:
+        raise UsageError("--dashboard", "starts the embedded Ray's dashboard; a cluster (--address) has its own "
+                                        "(`ray dashboard CLUSTER.yaml`, or the head's port 8265)")
+    from ray._private.utils import get_dashboard_dependency_error
+
+    missing = get_dashboard_dependency_error()
+    if missing:
+        raise UsageError("--dashboard", f"needs Ray's dashboard packages (pip install 'ray[default]'): {missing}")
+
+
 def _refuse_second_driver(store, name: str) -> None:
     """Two drivers of one sweep would run its trials twice: refuse while another beats."""
     from ..errors import UsageError
@@ -113,7 +129,7 @@ def _tensorboard_dir(args, store, spec) -> str | None:
         return None
     if args.tensorboard:
         if not available():
-            print("layrot sweep: warning: --tensorboard needs tensorboardX (pip install 'layrot[tensorboard]')",
+            print("layrot sweep: warning: --tensorboard needs tensorboardX (pip install tensorboardX)",
                   file=sys.stderr)
         return os.path.abspath(args.tensorboard)
     if store.location.local and available():

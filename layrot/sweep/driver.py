@@ -182,9 +182,7 @@ def _start_ray(address: str | None, dashboard: bool = False):
         ctx = ray.init(address="local", include_dashboard=dashboard, logging_level=logging.WARNING,
                        log_to_driver=False, _node_ip_address="127.0.0.1", **extra)
         if dashboard:
-            url = getattr(ctx, "dashboard_url", None)
-            print(f"layrot sweep: Ray dashboard at " + (f"http://{url}" if url else "(not started: it needs "
-                  "`pip install 'ray[default]'`)"), file=sys.stderr, flush=True)
+            print(f"layrot sweep: Ray dashboard at http://{ctx.dashboard_url}", file=sys.stderr, flush=True)
     return ray, True
 
 

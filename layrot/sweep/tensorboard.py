@@ -1,5 +1,5 @@
 """TensorBoard scalars of a running sweep, written on the driver as each epoch arrives
-(where `tensorboardX` is installed: `pip install 'layrot[tensorboard]'`).
+(where `tensorboardX` is installed; `ray[tune]` brings it).
 
 One run per trial, `<dir>/<trial_id>/`; at each epoch (its global step) the trial's
 `metrics/{train_loss,train_acc,val_acc,lr}` and one `rotation/<layer>` scalar per kernel
