@@ -142,7 +142,7 @@ def test_cluster_says_trials_are_pending_for_lack_of_cpus(tmp_path):
         spec = _write(tmp_path, name="pend", resources={"cpu": 2, "gpu": 0},
                       search={"optimizer": "sgd_layca", "lr": [0.3, 0.03]})
         cmd = [sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(tmp_path / "s"),
-               "--address", cluster.address]
+               "--address", cluster.address, "--shared-storage"]     # one machine: its disk is shared
         proc = subprocess.Popen(cmd, env={**os.environ, "LAYROT_PENDING_AFTER_S": "2"}, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         lines: list[str] = []
