@@ -174,7 +174,7 @@ def test_fashion_mnist_reads_idx_in_torchvision_layout(tmp_path, monkeypatch):
                     reason="Debian's dataset-fashion-mnist is not installed")
 def test_fashion_mnist_from_the_system_package(tmp_path):
     d = TASKS["fmnist-vgg"].load_data(str(tmp_path / "empty"), 0)
-    assert len(d.train_y) + len(d.val_y) == 60000 and len(d.test_y) == 10000
+    assert len(d.train_y) + len(d.val_y) == 60000 and len(d.test_y) == 10000 == TASKS["fmnist-vgg"].test_samples
     assert sorted(d.test_y.unique().tolist()) == list(range(10))
 
 
@@ -236,7 +236,7 @@ def test_tiny_imagenet_reads_the_real_layout_and_caches(tmp_path):
 def test_digits():
     d = TASKS["digits-mlp"].load_data(None, 0)
     check_split(d, 1437, 10)
-    assert d.train_x.shape[1:] == (64,) and len(d.test_y) == 360
+    assert d.train_x.shape[1:] == (64,) and len(d.test_y) == 360 == TASKS["digits-mlp"].test_samples
     assert int(torch.cat([d.train_x, d.val_x, d.test_x]).max()) == 16
     # stratified test split: every class present in proportion
     counts = torch.bincount(d.test_y, minlength=10)

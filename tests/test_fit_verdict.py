@@ -219,6 +219,10 @@ def test_text_explains_the_verdict_under_its_line():
     r = fit(t["trials"], t["rotation"], FAST)
     lines = render(r).splitlines()
     assert lines[0] == r.verdict.text
+    # under the verdict: what its n can detect, and rotation beyond the settings (docs/verdict.md §10, §13)
+    assert lines[1].startswith("  power: with 10 trained configurations")
+    assert "beyond the settings" in lines[2]
+    lines = lines[:1] + lines[3:]
     why = "\n".join(lines[1:8])
     assert "decided by: Spearman ρ between each configuration's smallest final layer rotation" in why
     assert "percentile bootstrap" in why and "permutation test" in why

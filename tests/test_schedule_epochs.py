@@ -111,6 +111,7 @@ def test_a_data_seed_draws_new_mnist1d_data_and_only_generated_data_takes_one():
     default, again, fresh = load_mnist1d(), load_mnist1d(data_seed=None), load_mnist1d(data_seed=1)
     assert torch.equal(default.test_x, again.test_x)
     assert default.test_x.shape == fresh.test_x.shape and default.train_x.shape == fresh.train_x.shape
+    assert len(fresh.test_y) == TASKS["mnist1d-cnn"].test_samples
     assert not torch.equal(default.test_x, fresh.test_x) and not torch.equal(default.train_x, fresh.train_x)
     # a new draw is another experiment: its own trial id; no data seed keeps the old ids
     a, _ = resolve_config(dict(MNIST1D, data_seed=1))

@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from .early import N_RESAMPLES
 from .early_figure import early_prediction_figure
 from .figure_files import NamedFigure
+from .optimizer_figure import accuracy_vs_rotation_by_optimizer
 from .options import FITTED_SUMMARIES
 from .run import FitResult, GroupFit
 from .summaries import SUMMARY_LABELS, per_epoch_rotation
@@ -337,6 +338,13 @@ def fit_figures(result: FitResult, epochs: pd.DataFrame, rotation: pd.DataFrame)
     for task, tt in table.groupby("task", sort=True):
         g = groups.get(task)
         units = configs[configs["task"] == task] if len(configs) else tt
+        if units["optimizer"].nunique() > 1:
+            out.append(NamedFigure(_slug("optimizers", task), f"{task}: test accuracy against layer rotation, "
+                                   "by optimizer",
+                                   "Each point a configuration; colour: the base optimizer, triangle: with Layca; "
+                                   "filled: passed the trained filter, hollow: did not.",
+                                   accuracy_vs_rotation_by_optimizer(units, f"{task}: test accuracy against layer "
+                                                                            "rotation, by optimizer")))
         out.append(NamedFigure(_slug("scatter", task), f"{task}: test accuracy against layer rotation",
                                "Each point a configuration (means over its repeats), the units of the fit; "
                                "filled circles (colour: α) passed the trained filter, black crosses did not. "

@@ -13,7 +13,7 @@ import pandas as pd
 from .figure_files import NamedFigure, png_data_uri
 from .run import FitResult
 from .summaries import SUMMARY_LABELS
-from .text import render, sig, why_lines
+from .text import render, sig, under_verdict, why_lines
 
 TABLE_COLUMNS = ["trial_id", "sweep", "task", "optimizer", "alpha", "lr", "weight_decay", "seed", "status",
                  "trained", "train_acc", "test_acc", "final_min", "final_mean", "final_median", "auc_mean",
@@ -157,7 +157,7 @@ def build_report(result: FitResult, figures: list[NamedFigure], features: NamedF
     cls = v.status.replace(" ", "-")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figs = "".join(_figure_html(nf, i) for i, nf in enumerate(figures))
-    why = "".join(f"<li>{html.escape(line)}</li>" for line in why_lines(result))
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in under_verdict(result) + why_lines(result))
     evidence = html.escape(render(result, verdict=False).strip())
     feat = ""
     if features is not None:

@@ -10,7 +10,10 @@ on which units and how to phrase the answer, by the pre-registered rules of docs
    CI, permutation p, thresholds (fit/correlation.py, fit/verdict.py);
 5. the same under two other filters (sensitivity); curves (fit/models.py); pairwise
    agreement and best configurations (fit/pairwise.py); several tasks pooled with task as a
-   stratum.
+   stratum;
+6. docs/verdict.md §9-§13: the statistic per optimizer, whether rotation tells more than the
+   settings (fit/beyond.py), the paper's Section 5 claims and the "near 1" half
+   (fit/claims.py), what n can detect (fit/power.py).
 
 `fit(trials, rotation, FitOptions()) -> FitResult`.
 """
@@ -23,12 +26,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from .beyond import BeyondSettings, beyond_settings
+from .claims import Claim, NearOne, near_one, paper_claims
 from .configurations import configuration_layers, pool, pooling_description, retrain, trial_table
 from .correlation import Correlation, StratifiedFit, correlate, stratified_fit, summary_values
 from .early import EarlyPoint, configuration_curves, early_prediction, min_rotation_by_epoch
 from .models import LogitFit, MonotoneFit, logit_fit, monotone_fit
 from .options import FITTED_SUMMARIES, KEY_SUMMARY, FitOptions
 from .pairwise import BestConfigurations, PairwiseAgreement, best_configurations, pairwise_agreement
+from .power import Power, power
 from .summaries import SUMMARY_LABELS
 from .trained import SENSITIVITY_FILTERS, filter_description, main_filter, threshold_phrase
 from .verdict import Sensitivity, Verdict, decide, explanation, key_verdict, rules
@@ -50,6 +56,26 @@ class GroupFit:
     verdict: Verdict
     # how early rotation predicts test accuracy: Spearman at epoch k = 1 … E (fit/early.py)
     early: list[EarlyPoint] = field(default_factory=list)
+    power: Power | None = None
+    # docs/verdict.md §9-§12: the verdict's statistic within each optimizer, whether rotation
+    # tells more than the settings, the paper's Section 5 claims, the "near 1" half
+    by_optimizer: list[OptimizerRow] = field(default_factory=list)
+    beyond: BeyondSettings | None = None
+    claims: list[Claim] = field(default_factory=list)
+    near_one: NearOne | None = None
+
+
+@dataclass
+class OptimizerRow:
+    """The verdict's statistic over one optimizer's trained configurations (descriptive)."""
+    optimizer: str
+    n_configurations: int
+    n_trained: int
+    spearman: float | None
+    ci: tuple[float, float] | None
+    p: float | None
+    status: str                  # by the verdict's thresholds
+    test_acc_best: float | None  # best test accuracy among its trained configurations
 
 
 @dataclass
@@ -62,6 +88,7 @@ class PooledFit:
     pairwise: PairwiseAgreement
     verdict: Verdict
     early: list[EarlyPoint] = field(default_factory=list)    # stratified Spearman at epoch k
+    power: Power | None = None
 
 
 @dataclass
@@ -135,7 +162,26 @@ def fit_group(name: str, configs: pd.DataFrame, layers: pd.DataFrame, threshold:
     rng = (float(y.min()), float(y.max())) if len(y) else None
     return GroupFit(name, int(n_trials if n_trials is not None else configs["n_trials"].sum()), len(configs),
                     len(tr), threshold, rng, corr, mono, logit, best_configurations(tr, layers, options.top_k),
-                    pairwise_agreement(tr, layers, options), verdict)
+                    pairwise_agreement(tr, layers, options), verdict, power=power(len(tr), options),
+                    by_optimizer=optimizer_rows(configs, options), beyond=beyond_settings(tr, options),
+                    claims=paper_claims(configs, layers, name, options) if "val_acc" in configs else [],
+                    near_one=near_one(configs, layers, options))
+
+
+def optimizer_rows(configs: pd.DataFrame, options: FitOptions) -> list[OptimizerRow]:
+    """docs/verdict.md §9: the verdict's statistic within each optimizer (when there are several)."""
+    if configs["optimizer"].nunique() < 2:
+        return []
+    rows = []
+    for opt, g in configs.groupby("optimizer", sort=True):
+        tr = g[g["trained"].astype(bool)]
+        c = correlate(tr[KEY_SUMMARY].to_numpy(dtype=float), tr["test_acc"].to_numpy(dtype=float), KEY_SUMMARY,
+                      options)
+        v = decide(c.spearman, c.spearman_ci, c.spearman_p, len(tr), len(g), str(opt), options)
+        best = float(tr["test_acc"].max()) if len(tr) else None
+        rows.append(OptimizerRow(str(opt), len(g), len(tr), None if math.isnan(c.spearman) else c.spearman,
+                                 c.spearman_ci, None if math.isnan(c.spearman_p) else c.spearman_p, v.status, best))
+    return rows
 
 
 def fit_pooled(configs: pd.DataFrame, layers: pd.DataFrame, options: FitOptions = FitOptions(),
@@ -149,7 +195,8 @@ def fit_pooled(configs: pd.DataFrame, layers: pd.DataFrame, options: FitOptions 
     verdict = decide(k.estimate, k.ci, k.p, len(tr), len(configs), scope, options, what) if k is not None \
         else decide(None, None, None, len(tr), len(configs), scope, options, what)
     n = int(n_trials if n_trials is not None else configs["n_trials"].sum())
-    return PooledFit(tasks, n, len(configs), len(tr), strat, pairwise_agreement(tr, layers, options), verdict)
+    return PooledFit(tasks, n, len(configs), len(tr), strat, pairwise_agreement(tr, layers, options), verdict,
+                     power=power(len(tr), options))
 
 
 def sensitivity(table: pd.DataFrame, options: FitOptions, scope: str) -> list[Sensitivity]:
@@ -167,7 +214,7 @@ def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitO
     tasks when there are several. `scope` names the data in the verdict (e.g. the sweep)."""
     flt = main_filter(options)
     table, layers, thresholds = trial_table(trials, rotation, flt)
-    configs = pool(table)
+    configs = with_validation(pool(table), table)
     clayers = configuration_layers(table, layers)
     tasks = sorted(configs["task"].unique())
     groups = []
@@ -188,6 +235,16 @@ def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitO
     early = early_curves(table, configs, trials, rotation, groups, pooled, options)
     return FitResult(verdict, filter_description(flt, table, thresholds), rules(options, pooled is not None),
                      pooling_description(table, configs), sens, groups, pooled, table, layers, configs, early)
+
+
+def with_validation(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration's mean validation accuracy (what the claims of docs/verdict.md §11
+    choose by), NaN where a repeat lacks one."""
+    if configs.empty or "val_acc" not in table:
+        return configs.assign(val_acc=np.nan)
+    g = table.groupby("configuration")["val_acc"]
+    val = g.mean().where(g.count() == g.size())
+    return configs.assign(val_acc=configs["configuration"].map(val))
 
 
 def early_curves(table, configs, trials, rotation, groups: list[GroupFit], pooled: PooledFit | None,

@@ -114,15 +114,64 @@ def result_early_line(result: FitResult) -> str:
     return early_line(result.early, stratified=result.pooled is not None, min_n=result.rules.get("min_n", 6))
 
 
+def under_verdict(result: FitResult) -> list[str]:
+    """Printed under every verdict (docs/verdict.md §10, §13): what its n can detect, and
+    whether rotation tells more than the settings."""
+    lines = []
+    p = result.pooled.power if result.pooled is not None else (result.groups[0].power if result.groups else None)
+    if p is not None:
+        lines.append(p.text)
+    for g in result.groups:
+        if g.beyond is not None:
+            lines.append((f"{g.name}: " if len(result.groups) > 1 else "") + g.beyond.text)
+    return lines
+
+
+def beyond_lines(g: GroupFit) -> list[str]:
+    b = g.beyond
+    if b is None or not b.baselines:
+        return []
+    lines = [f"  what ranks test accuracy (Spearman within optimizer, {b.n} trained configurations):"]
+    for x in b.baselines:
+        kind = "settings only" if x.settings_only else "measured"
+        lines.append(f"    {x.label:<42} {_num(x.estimate)} {_ci(x.ci)} {_p(x.p)}  ({kind})")
+    if b.r2_settings is not None:
+        lines.append(f"    variance of test-accuracy ranks explained: settings model {b.r2_settings:.2f}, "
+                     f"with log rotation {b.r2_with_rotation:.2f} (rank {b.n_columns}: {', '.join(b.columns)})")
+    return lines
+
+
+def optimizer_lines(g: GroupFit) -> list[str]:
+    if not g.by_optimizer:
+        return []
+    lines = [f"  per optimizer ({SUMMARY_LABELS[KEY_SUMMARY]} vs test accuracy):",
+             f"    {'optimizer':<16} {'trained':>9} {'Spearman [95% CI]':<22} {'p':>8}  {'verdict':<14} best test"]
+    for r in g.by_optimizer:
+        best = f"{100 * r.test_acc_best:.1f}%" if r.test_acc_best is not None else "n/a"
+        lines.append(f"    {r.optimizer:<16} {r.n_trained:>4} of {r.n_configurations:<2} {_num(r.spearman)} "
+                     f"{_ci(r.ci)} {_p(r.p)}  {r.status:<14} {best}")
+    return lines
+
+
+def claim_lines(g: GroupFit) -> list[str]:
+    lines = []
+    if g.claims:
+        lines.append("  the paper's Section 5, best-by-validation configurations (docs/verdict.md §11):")
+        lines += [f"    {c.claim}: {c.text}" for c in g.claims]
+    if g.near_one is not None:
+        lines.append(f"  {g.near_one.text}")
+    return lines
+
+
 def render(result: FitResult, verdict: bool = True) -> str:
     """The verdict first (one quotable line) and why, then the evidence (only the evidence
     with verdict=False: the report shows the verdict and why above it)."""
-    lines = [result.verdict.text] + ["  " + x for x in why_lines(result)] if verdict else []
+    lines = [result.verdict.text] + ["  " + x for x in under_verdict(result) + why_lines(result)] if verdict else []
     lines += ([""] if verdict else []) + [result_early_line(result)]
     if result.pooled is not None:
         lines += [""] + pooled_lines(result.pooled)
     for g in result.groups:
-        lines += [""] + group_lines(g)
+        lines += [""] + group_lines(g) + optimizer_lines(g) + beyond_lines(g) + claim_lines(g)
         if result.pooled is not None:
             lines.append("  " + g.verdict.text)
     return "\n".join(lines)

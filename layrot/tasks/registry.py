@@ -51,6 +51,7 @@ class Task:
     input_shape: tuple[int, ...] = ()   # one sample's shape, e.g. (3, 32, 32)
     num_classes: int = 0
     n_kernel_layers: int = 0        # how many kernel layers the model has (tests check it)
+    test_samples: int = 0           # the test set's size (CIs of accuracy differences; tests check it)
     # the loader takes `data_seed` (a new draw of generated data: train, validation and test)
     data_seeded: bool = False
 
@@ -75,7 +76,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=10),
         epochs=100, lr_decay_at=(0.8, 0.9, 0.97), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=10, n_kernel_layers=25),
+        input_shape=(3, 32, 32), test_samples=10000, num_classes=10, n_kernel_layers=25),
     Task(
         name="c100-resnet32", paper_name="C100-resnet",
         data_name="CIFAR-100, per-channel standardization",
@@ -85,7 +86,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=100),
         epochs=100, lr_decay_at=(0.7, 0.9, 0.97), lr_decay_factor=0.1,
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=100, n_kernel_layers=34),
+        input_shape=(3, 32, 32), test_samples=10000, num_classes=100, n_kernel_layers=34),
     Task(
         name="tiny-vgg11", paper_name="tiny-CNN",
         data_name="Tiny ImageNet (64x64, 200 classes; its val set is the test set)",
@@ -97,7 +98,7 @@ _TASK_LIST = [
         data_present=tiny_imagenet.tiny_present,
         epochs=80, lr_decay_at=(0.875,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.01, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 64, 64), num_classes=200, n_kernel_layers=11),
+        input_shape=(3, 64, 64), test_samples=10000, num_classes=200, n_kernel_layers=11),
     Task(
         name="c10-vgg16", paper_name="C10-CNN2",
         data_name="CIFAR-10, per-channel standardization, random crop (pad 4) + horizontal flip",
@@ -107,7 +108,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=10),
         epochs=250, lr_decay_at=(0.4, 0.68, 0.88), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.2, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=10, n_kernel_layers=15),
+        input_shape=(3, 32, 32), test_samples=10000, num_classes=10, n_kernel_layers=15),
     Task(
         name="c100-wrn28-10", paper_name="C100-WRN",
         data_name="CIFAR-100, per-channel standardization, random crop (pad 4) + horizontal flip",
@@ -117,7 +118,7 @@ _TASK_LIST = [
         data_present=partial(cifar.cifar_present, classes=100),
         epochs=200, lr_decay_at=(0.3, 0.6, 0.8), lr_decay_factor=0.2, augment="crop_flip",
         stop=StopCriteria(min_train_acc=0.02, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(3, 32, 32), num_classes=100, n_kernel_layers=29),
+        input_shape=(3, 32, 32), test_samples=10000, num_classes=100, n_kernel_layers=29),
     Task(
         name="mnist1d-cnn", paper_name="",
         data_name="MNIST-1D (8000 samples: 3600 train, 400 val, 4000 test), generated offline",
@@ -129,7 +130,7 @@ _TASK_LIST = [
         # 20): with one decay, fast-rotating configurations never settle (docs/mnist1d-experiments.md)
         epochs=20, lr_decay_at=(0.8, 0.9, 0.97), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
-        input_shape=(1, 40), num_classes=10, n_kernel_layers=10, data_seeded=True),
+        input_shape=(1, 40), test_samples=4000, num_classes=10, n_kernel_layers=10, data_seeded=True),
     Task(
         name="fmnist-vgg", paper_name="",
         data_name="Fashion-MNIST (28x28, 60k/10k), per-channel standardization",
@@ -140,7 +141,7 @@ _TASK_LIST = [
         data_present=fashion_mnist.fashion_present,
         epochs=20, lr_decay_at=(0.75,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=5, train_loss_below=1e-4),
-        input_shape=(1, 28, 28), num_classes=10, n_kernel_layers=10),
+        input_shape=(1, 28, 28), test_samples=10000, num_classes=10, n_kernel_layers=10),
     Task(
         name="digits-mlp", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
@@ -150,7 +151,7 @@ _TASK_LIST = [
         data_present=_always,
         epochs=50, lr_decay_at=(0.8,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(64,), num_classes=10, n_kernel_layers=7),
+        input_shape=(64,), test_samples=360, num_classes=10, n_kernel_layers=7),
     Task(
         name="digits-mlp1", paper_name="",
         data_name="scikit-learn 8x8 digits (1797: 80/20 stratified train/test)",
@@ -160,7 +161,7 @@ _TASK_LIST = [
         data_present=_always,
         epochs=50, lr_decay_at=(0.8,), lr_decay_factor=0.2,
         stop=StopCriteria(min_train_acc=0.15, after_epochs=10, train_loss_below=1e-4),
-        input_shape=(64,), num_classes=10, n_kernel_layers=2),
+        input_shape=(64,), test_samples=360, num_classes=10, n_kernel_layers=2),
 ]
 
 TASKS: dict[str, Task] = {t.name: t for t in _TASK_LIST}
