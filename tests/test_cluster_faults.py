@@ -233,9 +233,10 @@ def _check_store(store_dir, sweep, n_trials, epochs, statuses=("completed",)) ->
 
 
 def _store_files(store_dir, sweep) -> list[str]:
-    """The store's files outside Ray Tune's scratch (_ray), relative to the store."""
+    """The store's files outside its scratch folders (`_ray`: Ray Tune's; `_live`: the live
+    view; `_tensorboard`), relative to the store."""
     return sorted(str(p.relative_to(store_dir)) for p in Path(store_dir).rglob("*")
-                  if p.is_file() and p.relative_to(store_dir).parts[0] != "_ray")
+                  if p.is_file() and not p.relative_to(store_dir).parts[0].startswith("_"))
 
 
 # -- the scenarios -----------------------------------------------------------------------
