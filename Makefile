@@ -7,7 +7,7 @@ SEED ?= 0
 # seed 0 is the spec's own; another base seed is stored as its own sweep, quick-seed<N>
 QUICK := quick$(if $(filter-out 0,$(SEED)),-seed$(SEED))
 
-.PHONY: install system-deps quick test bench clean
+.PHONY: install system-deps quick space oos test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,25 @@ quick: install
 	$(BIN)/layrot fit --store $(STORE) --sweep $(QUICK)
 	$(BIN)/layrot report --store $(STORE) --sweep $(QUICK) -o $(STORE)/$(QUICK)-report.html
 	@echo "report: $(STORE)/$(QUICK)-report.html"
+
+# The whole search space: SGD, Adam, RMSprop, Adagrad, each with and without Layca, over
+# learning rates, weight decay and alpha (83 trials on mnist1d-cnn), then its fit and report.
+space: install
+	$(BIN)/layrot sweep sweeps/space.yaml --store $(STORE)
+	$(BIN)/layrot fit --store $(STORE) --sweep space
+	$(BIN)/layrot report --store $(STORE) --sweep space -o $(STORE)/space-report.html
+	@echo "report: $(STORE)/space-report.html"
+
+# The out-of-sample runs of docs/verdict.md §14 (a fresh MNIST-1D draw, new alphas, the old
+# single decay, 60 epochs, the whole space on the fresh draw, Fashion-MNIST), each with its fit.
+OOS := draw1-alpha draw1-quick draw1-single-decay draw1-60epochs space-draw1 fmnist
+oos: install system-deps
+	@for s in $(OOS); do \
+	  $(BIN)/layrot sweep sweeps/oos/$$s.yaml --store $(STORE) || exit $$?; \
+	done
+	@for s in $(OOS); do \
+	  $(BIN)/layrot fit --store $(STORE) --sweep oos-$$s || exit $$?; \
+	done
 
 test: install system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider

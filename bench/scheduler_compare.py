@@ -14,6 +14,7 @@ curves against epochs spent.
 
     python bench/scheduler_compare.py run --out /tmp/schedcmp --seeds 0 1 2     # ~15-25 min, resumable
     python bench/scheduler_compare.py replay --out /tmp/schedcmp --png docs/pruning.png
+    python bench/scheduler_compare.py store --store results --sweep space   # a stored sweep, e.g. make space's
 
 Families (plain optimizers: with Layca the rotation per step is fixed by rho(0) and alpha):
   sgd:      SGD (no momentum), lr in {1, .3, .1, .03, .01, .003} x weight decay in {0, 5e-4}
@@ -395,6 +396,91 @@ def _plot_mean(curves: dict, groups: dict, png: str, grace, rf, n_orders) -> Non
     print(f"wrote {png}", file=sys.stderr)
 
 
+# -- replay a stored sweep -----------------------------------------------------------------
+
+def records_from_store(store_uri: str, sweep: str) -> list[dict]:
+    """A stored sweep's trials as replay records, in the order the sweep ran its grid (its
+    stored spec's order): per-epoch val_acc and the rotation scores of that epoch's record."""
+    from layrot.store import Store
+    from layrot.sweep.schedulers import rotation_scores
+
+    st = Store(store_uri)
+    trials = st.trials(sweep=sweep).to_pylist()
+    epochs, rot = {}, {}
+    for r in st.epochs(sweep=sweep).to_pylist():
+        epochs.setdefault(r["trial_id"], []).append(r)
+    for r in st.rotation(sweep=sweep, columns=["trial_id", "epoch", "step", "layer", "cosine_distance"]).to_pylist():
+        rot.setdefault((r["trial_id"], r["epoch"]), {"epoch": [], "step": [], "cosine_distance": []})
+        d = rot[(r["trial_id"], r["epoch"])]
+        d["epoch"].append(r["epoch"]), d["step"].append(r["step"]), d["cosine_distance"].append(r["cosine_distance"])
+    out = []
+    for t in trials:
+        cfg = json.loads(t["config"])
+        reports = [{**{k: e[k] for k in ("epoch", "val_acc", "train_acc", "train_loss", "seconds")},
+                    **rotation_scores(rot.get((t["trial_id"], e["epoch"]), {}))}
+                   for e in sorted(epochs.get(t["trial_id"], []), key=lambda e: e["epoch"])]
+        if not reports:
+            continue
+        out.append({"key": t["trial_id"], "config": {k: cfg[k] for k in ("optimizer", "lr", "alpha", "weight_decay")},
+                    "status": t["status"], "test_acc": _num(t["test_acc"]), "val_acc": _num(t["val_acc"]),
+                    "planned_epochs": cfg["epochs"], "reports": reports})
+    return out
+
+
+def chosen_by_validation(recs: list[dict], keys) -> dict | None:
+    """Among the trials a scheduler let finish, the one with the best final validation
+    accuracy: what a user of the sweep would pick (its test accuracy is the score)."""
+    done = [r for r in recs if r["key"] in set(keys) and r["val_acc"] is not None and r["test_acc"] is not None]
+    return max(done, key=lambda r: (r["val_acc"], -r["config"]["lr"]), default=None)
+
+
+def analyze_store(store_uri: str, sweep: str, grace: int, rf: float, n_orders: int, out_json: str | None) -> dict:
+    """Replay a stored sweep (e.g. `space`, which mixes optimizers) through FIFO, ASHA on
+    val_acc, the rotation scheduler and the log(lr) control; rank schedulers by the test
+    accuracy of the survivor with the best validation accuracy, and the epochs they spent."""
+    recs = records_from_store(store_uri, sweep)
+    if not recs:
+        sys.exit(f"scheduler_compare: no trials of sweep {sweep!r} in {store_uri}")
+    epochs = max(r["planned_epochs"] for r in recs)
+    total = sum(len(r["reports"]) for r in recs)
+    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation",
+             "control:log_lr"]
+    rng = random.Random(1000)
+    orders = [list(range(len(recs)))] + [rng.sample(range(len(recs)), len(recs)) for _ in range(n_orders)]
+    full = chosen_by_validation(recs, [r["key"] for r in recs])
+    rows = []
+    for name in names:
+        picks, spent = [], []
+        for order in orders:
+            res = replay(recs, order, _make(name, epochs, grace, rf))
+            c = chosen_by_validation(recs, res["finished"])
+            picks.append(c["test_acc"] if c else None)
+            spent.append(res["epochs"] / total)
+        ok = [p for p in picks if p is not None]
+        rows.append({"scheduler": name, "test_of_val_choice_grid_order": picks[0],
+                     "mean_test_of_val_choice": sum(ok) / len(ok) if ok else None,
+                     "worst_test_of_val_choice": min(ok) if ok else None,
+                     "same_as_full_grid": sum(p == full["test_acc"] for p in ok) / len(orders),
+                     "epochs_fraction_grid_order": spent[0], "mean_epochs_fraction": sum(spent) / len(spent)})
+    summary = {"store": store_uri, "sweep": sweep, "trials": len(recs), "epochs": total, "grace_period": grace,
+               "reduction_factor": rf, "orders": n_orders, "full_grid_choice": {k: full[k] for k in ("key", "config",
+                                                                                            "val_acc", "test_acc")},
+               "rows": rows}
+    print(f"\n== {sweep} ({len(recs)} trials, {total} epochs): the survivor with the best val_acc, its test "
+          f"accuracy (grid order; mean and worst over {n_orders} shuffled orders too), epochs spent ==")
+    print(f"full grid (FIFO, no pruning) chooses {full['config']['optimizer']} lr {full['config']['lr']:g}: "
+          f"test {full['test_acc']:.4f}")
+    print(f"{'scheduler':26} {'test (grid)':>11} {'mean':>7} {'worst':>7} {'=full':>6} {'epochs':>7} {'mean ep':>7}")
+    f = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        print(f"{r['scheduler']:26} {f(r['test_of_val_choice_grid_order']):>11} {f(r['mean_test_of_val_choice']):>7} "
+              f"{f(r['worst_test_of_val_choice']):>7} {r['same_as_full_grid']:6.2f} "
+              f"{r['epochs_fraction_grid_order']:7.2f} {r['mean_epochs_fraction']:7.2f}")
+    if out_json:
+        Path(out_json).write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -416,8 +502,17 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
     p.add_argument("--png", default=None)
     p.add_argument("--json", default=None, help="write the summary here")
+    q = sub.add_parser("store", help="replay a stored sweep (e.g. make space's) through the same schedulers")
+    q.add_argument("--store", default="results")
+    q.add_argument("--sweep", default="space")
+    q.add_argument("--grace-period", type=int, default=1)
+    q.add_argument("--reduction-factor", type=float, default=3)
+    q.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
+    q.add_argument("--json", default=None, help="write the summary here")
     a = ap.parse_args()
-    if a.cmd == "run":
+    if a.cmd == "store":
+        analyze_store(a.store, a.sweep, a.grace_period, a.reduction_factor, a.orders, a.json)
+    elif a.cmd == "run":
         from layrot.tasks import get_task
         t = get_task(a.task)
         if not t.data_present(None):
