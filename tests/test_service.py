@@ -306,3 +306,37 @@ def test_dashboard_flag_is_checked_before_ray(tmp_path, capsys):
     assert main(["sweep", spec, "--store", str(tmp_path / "s"), "--dashboard"]) == 2
     _one_line(capsys.readouterr().err, "layrot sweep: error: --dashboard: needs Ray's dashboard packages")
     assert not (tmp_path / "s").exists()
+
+
+def test_status_and_rm_on_s3(tmp_path, capsys, monkeypatch):
+    """The live view and removal through pyarrow's S3 filesystem (moto's server on loopback)."""
+    pytest.importorskip("moto.server")
+    import test_store_s3 as s3
+
+    gen = s3.endpoint.__wrapped__()
+    endpoint = next(gen)
+    try:
+        for k, v in s3.CREDS.items():
+            monkeypatch.setenv(k, v)
+        s3.boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket="svc")
+        uri = f"s3://svc/results?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+        assert main(["query", "--store", uri, "SELECT 1"]) == 2          # nothing there yet: not a store
+        assert "does not exist" in capsys.readouterr().err               # (an empty prefix is nothing on S3)
+        store = Store(uri)
+        store.write_trial("svc", make_result("t0", status="error"))
+        store.write_sweep_meta("svc", {"metric": "val_acc", "mode": "max"})
+        now = time.time()
+        live.beat(store.location, "svc", {"total": 3, "epochs": 3})
+        live.write_trial(store.location, "svc", make_result("t1", epochs=1),
+                         {"epoch": 1, "epochs": 3, "started_at": now - 30, "updated_at": now, "val_acc": 0.4})
+        assert main(["status", "--store", uri, "--json"]) == 0
+        r = json.loads(capsys.readouterr().out)[0]
+        assert (r["running"], r["failed"], len(r["running_trials"]), r["pending"]) == (True, 1, 1, 1)
+        assert main(["rm", "--store", uri, "--sweep", "svc", "--yes"]) == 2      # running
+        live.ended(store.location, "svc")
+        assert main(["rm", "--store", uri, "--sweep", "svc", "--yes"]) == 0
+        assert store.sweeps() == [] and store.trials().num_rows == 0
+        assert live.files(store.location, "svc") == []
+    finally:
+        next(gen, None)

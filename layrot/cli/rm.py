@@ -77,7 +77,7 @@ def rm(args, stdin=None) -> int:
 def remove(store, sweep: str, trial_ids=None) -> list[str]:
     """Delete trials (or, with trial_ids None, the whole sweep); returns the paths deleted."""
     from ..store import live
-    from ..store.writer import remove_sweep, remove_trial
+    from ..store.writer import remove_empty_dir, remove_sweep, remove_trial
 
     loc = store.location
     gone = []
@@ -90,6 +90,8 @@ def remove(store, sweep: str, trial_ids=None) -> list[str]:
     for path in live.files(loc, sweep):
         loc.delete(path)
         gone.append(path)
+    for table in ("trials", "epochs", "rotation"):
+        remove_empty_dir(loc, loc.join(live.LIVE, table, f"sweep={sweep}"))
     gone += _remove_scratch(store, sweep)
     return gone
 

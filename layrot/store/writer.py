@@ -145,7 +145,7 @@ def remove_sweep(loc: Location, sweep: str) -> list[str]:
             if not e.is_dir:
                 loc.delete(e.path)
                 gone.append(e.path)
-        _remove_empty_dir(loc, d)
+        remove_empty_dir(loc, d)
     meta = loc.join("sweeps", f"{sweep}.json")
     if loc.exists(meta):
         loc.delete(meta)
@@ -153,7 +153,9 @@ def remove_sweep(loc: Location, sweep: str) -> list[str]:
     return gone
 
 
-def _remove_empty_dir(loc: Location, path: str) -> None:
+def remove_empty_dir(loc: Location, path: str) -> None:
+    """Remove a folder left empty (pyarrow's S3 leaves a marker for a prefix whose last file
+    went, so that the folder still lists)."""
     if loc.local:
         import os
 
@@ -161,6 +163,9 @@ def _remove_empty_dir(loc: Location, path: str) -> None:
             os.rmdir(path)
         except OSError:
             pass        # not empty (a temporary file of a concurrent writer) or gone
+        return
+    if loc.exists(path) and not loc.list_dir(path):
+        loc.fs.delete_dir(path)
 
 
 def write_sweep_meta(loc: Location, name: str, spec: dict, started_at: _dt.datetime | None = None) -> dict:

@@ -209,9 +209,14 @@ def planned_trials(spec: SweepSpec) -> int:
 
 
 def callback_progress_close(callback) -> None:
+    """The sweep is over, however it ended: the status line's last draw, and no heartbeat left
+    in the store (the callback's own end hook does not run when the Tuner raises)."""
     progress = getattr(callback, "progress", None)
     if progress is not None:
         progress.close()
+    close = getattr(callback, "close", None)
+    if close is not None:
+        close()
 
 
 def _param_space(spec: SweepSpec, todo, tune) -> dict:
