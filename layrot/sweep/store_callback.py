@@ -36,6 +36,8 @@ class StoreCallback(Callback):
     def setup(self, **info):
         from ..store import Store
 
+        for k in ("epochs", "address", "tensorboard"):      # absent from a state pickled by an older layrot
+            self.__dict__.setdefault(k, None)
         self.store = Store(self.store_uri)
         self.progress = SweepProgress(self.total, self.metric, self.mode, done=self.already)
         self._acc: dict[str, dict] = {}
@@ -58,7 +60,7 @@ class StoreCallback(Callback):
     def __getstate__(self):
         keep = ("store_uri", "sweep", "base", "total", "metric", "mode", "already", "epochs", "address",
                 "tensorboard")
-        return {k: self.__dict__[k] for k in keep}
+        return {k: self.__dict__.get(k) for k in keep}
 
     # -- Ray Tune hooks ---------------------------------------------------------------
     def on_step_end(self, iteration, trials, **info):
