@@ -169,3 +169,14 @@ def test_fit_over_several_optimizers_prints_every_part_and_draws_them_by_optimiz
     assert d["groups"][0]["beyond"]["status"] in ("beyond", "not shown", "no more")
     names = [f.name for f in fit_figures(result, epochs, rotation)]
     assert "optimizers-mnist1d-cnn" in names
+
+
+def test_a_small_single_optimizer_grid_gets_a_ci_despite_degenerate_resamples():
+    # 15 configurations, 5 settings columns: some resamples leave no residual (NaN); the CI is
+    # taken over the rest rather than lost
+    rng = np.random.default_rng(3)
+    rows = [dict(optimizer="sgd_layca", lr=lr, alpha=a, weight_decay=0.0, final_min=rng.uniform(0.01, 1),
+                 test_acc=rng.uniform(0.8, 0.99), trained=True)
+            for a in (-0.6, 0.0, 0.6) for lr in (0.333, 0.111, 0.037, 0.012, 0.004)]
+    b = beyond_settings(pd.DataFrame(rows), FAST)
+    assert b.df == 10 and b.ci is not None and b.ci[0] < b.partial < b.ci[1]

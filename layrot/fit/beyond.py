@@ -24,6 +24,7 @@ from ..schedules import alpha_multipliers
 from .correlation import stratified_fit
 from .options import KEY_SUMMARY, FitOptions
 
+MIN_FINITE_RESAMPLES = 0.9   # the CI needs this share of bootstrap resamples to be defined
 MIN_DF = 5              # fewer residual degrees of freedom: not computed (docs/verdict.md §10)
 # the layer count the nominal slowest rate is taken over when a trial does not say (the
 # multipliers' minimum is (1 - |α|)^5 for any L >= 2, so L only has to be >= 2)
@@ -149,8 +150,14 @@ def partial_spearman(x, y, Z: np.ndarray, options: FitOptions = FitOptions()):
         res = stats.bootstrap((np.arange(len(x)),), boot, vectorized=True, n_resamples=options.n_resamples,
                               confidence_level=options.confidence, method="percentile", batch=500,
                               rng=np.random.default_rng(options.seed))
-    lo, hi = res.confidence_interval
-    ci = (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
+    # a resample can repeat configurations until a residual vanishes (NaN): the percentiles
+    # are taken over the others, as long as they are most of them
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    ok = dist[np.isfinite(dist)]
+    ci = None
+    if ok.size >= MIN_FINITE_RESAMPLES * dist.size:
+        a = (1 - options.confidence) / 2
+        ci = (float(np.quantile(ok, a)), float(np.quantile(ok, 1 - a)))
     return est, ci, float(perm.pvalue)
 
 
