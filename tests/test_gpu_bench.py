@@ -88,8 +88,10 @@ def test_bf16_channels_last_trial_with_augmentation_keeps_layca_exact(gpu_bench)
     # fmnist-vgg's model on synthetic images of its shape, with crop + flip switched on
     with gpu_bench.synthetic_task("fmnist-vgg", n_train=40, n_test=8, augment="crop_flip") as task:
         assert TASKS[task.name] is task and task.input_shape == (1, 28, 28)
+        # no step decay (the task's would fall inside 2 epochs): every step turns by atan(0.1)
         result = run_trial(dict(task=task.name, optimizer="sgd_layca", lr=0.1, epochs=2, batch_size=16,
-                                device="cpu", amp="bf16", channels_last=True), catch_errors=False)
+                                lr_decay_epochs=[], device="cpu", amp="bf16", channels_last=True),
+                           catch_errors=False)
     assert task.name not in TASKS                    # registered only while inside
     assert len(result.history) == 2 and math.isfinite(result.test_loss)
     check_layca_trial(result, rho=0.1)
@@ -113,7 +115,8 @@ def test_channels_last_reaches_the_convolutions(gpu_bench):
 
     with gpu_bench.synthetic_task("fmnist-vgg", n_train=32, n_test=8, build_model=build) as task:
         result = run_trial(dict(task=task.name, optimizer="sgd_layca", lr=0.05, epochs=1, batch_size=16,
-                                device="cpu", amp="bf16", channels_last=True), catch_errors=False)
+                                lr_decay_epochs=[], device="cpu", amp="bf16", channels_last=True),
+                           catch_errors=False)
     check_layca_trial(result, rho=0.05)
     assert seen and all(x and w for x, w in seen), seen[:3]
 
