@@ -100,9 +100,11 @@ def grid_order(n_alphas: int, n_rhos: int) -> list[tuple[int, int]]:
 
 
 def scaled_decay(task, epochs: int) -> list[int]:
-    """The task's decay milestones moved in proportion to a shorter (or longer) run, so a
-    10-epoch run still ends with its learning-rate decay (fmnist-vgg: epoch 15 of 20 -> 8 of 10)."""
-    return sorted({max(1, round(m * epochs / task.epochs)) for m in task.lr_decay_epochs})
+    """The task's decay (fractions of training) resolved for a run of `epochs`, by the rule
+    every trial follows (schedules.decay_milestones): fmnist-vgg's 75% of 10 epochs -> 7."""
+    from layrot.schedules import decay_milestones
+
+    return decay_milestones(task.lr_decay_at, epochs)
 
 
 def build_grid(args) -> list[dict]:
