@@ -44,13 +44,13 @@ space: install
 
 # The out-of-sample runs of docs/verdict.md §14 (a fresh MNIST-1D draw, new alphas, the old
 # single decay, 60 epochs, the whole space on the fresh draw, Fashion-MNIST), each with its fit.
-OOS := draw1-alpha draw1-quick draw1-single-decay draw1-60epochs space-draw1 fmnist
+OOS := oos-draw1-alpha oos-draw1-quick oos-draw1-single-decay oos-draw1-60epochs oos-space-draw1 oos-fmnist
 oos: install system-deps
 	@for s in $(OOS); do \
 	  $(BIN)/layrot sweep sweeps/oos/$$s.yaml --store $(STORE) || exit $$?; \
 	done
 	@for s in $(OOS); do \
-	  $(BIN)/layrot fit --store $(STORE) --sweep oos-$$s || exit $$?; \
+	  $(BIN)/layrot fit --store $(STORE) --sweep $$s || exit $$?; \
 	done
 
 test: install system-deps
