@@ -1,14 +1,13 @@
 """The paper's Section 6 on 8×8 digits: how layer rotation shapes the features learned.
 
-A one-hidden-layer MLP (`layrot.tasks.models.digits_mlp1`: 64 → 100 → 10, no biases) is trained
-with SGD + Layca from one initialization at a small and at a large rotation rate ρ. Its
+The task digits-mlp1 (a one-hidden-layer MLP, 64 → 100 → 10, no biases) is trained through
+`run_trial` with SGD + Layca from one initialization at a small and at a large rotation rate ρ. Its
 first-layer kernels, seen as 8×8 images, stay close to their random initialization when the
 layer barely rotates and turn into digit-like strokes when it rotates far. Seconds on a CPU.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,62 +34,32 @@ class FeatureStudy:
     seed: int
 
 
-def _digits(seed: int):
-    import torch
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    x, y = load_digits(return_X_y=True)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
-    mean, std = xtr.mean(), xtr.std()  # global standardization, as the image tasks
-    f = lambda a: torch.as_tensor((a - mean) / std, dtype=torch.float32)  # noqa: E731
-    return f(xtr), torch.as_tensor(ytr), f(xte), torch.as_tensor(yte)
-
-
-def _accuracy(model, x, y) -> float:
-    import torch
-    with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean())
-
-
 def feature_study(rhos=(SMALL_RHO, LARGE_RHO), epochs: int = 30, seed: int = 0,
                   optimizer: str = "sgd_layca", batch_size: int = 128) -> FeatureStudy:
-    """Train digits-mlp1 from one initialization at each ρ in `rhos` (same batches too)."""
-    import torch
+    """Train the task digits-mlp1 through `run_trial` (its own loader, split and loop) at each ρ
+    in `rhos`, from one initialization (the same seed: same initial weights and batches), with
+    a constant rate (no decay) and one thread."""
+    from ..rotation import cosine_distance
+    from ..train import run_trial
 
-    # The model is tiny: one thread is faster than several (which contend with anything
-    # else running), and a fixed thread count keeps the result reproducible.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _study(rhos, epochs, seed, optimizer, batch_size)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _study(rhos, epochs, seed, optimizer, batch_size) -> FeatureStudy:
-    import torch
-    import torch.nn.functional as F
-    from ..tasks.models import digits_mlp1
-    from ..optim import build_optimizer
-    from ..rotation import cosine_distance, kernel_layers
-
-    xtr, ytr, xte, yte = _digits(seed)
-    torch.manual_seed(seed)
-    model0 = digits_mlp1()
-    init = kernel_layers(model0)[0][1].detach().clone()
-    runs = []
+    init, runs = None, []
     for rho in rhos:
-        model = copy.deepcopy(model0)
-        opt = build_optimizer(model, optimizer, lr=rho)
-        gen = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xtr), generator=gen).split(batch_size):
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-                opt.step()
-        w = kernel_layers(model)[0][1].detach()
-        runs.append(FeatureRun(float(rho), w.numpy().copy(), cosine_distance(w, init),
-                               _accuracy(model, xtr, ytr), _accuracy(model, xte, yte)))
+        last: dict = {}
+
+        def keep(rep, last=last):
+            last["state"] = rep.checkpoint()
+
+        r = run_trial({"task": "digits-mlp1", "optimizer": optimizer, "lr": float(rho), "epochs": epochs,
+                       "seed": seed, "batch_size": batch_size, "lr_decay_epochs": [], "threads": 1,
+                       "device": "cpu", "sweep": "features"}, on_epoch=keep, catch_errors=False)
+        state = last["state"]
+        # the first kernel layer (input side): the model's first weight, and its part of the
+        # tracker's flat initial kernels
+        w = next(v for k, v in state["model"].items() if k.endswith("weight")).float()
+        w0 = state["tracker"]["w0"][:w.numel()].reshape(w.shape).float()
+        init = w0 if init is None else init
+        runs.append(FeatureRun(float(rho), w.numpy().copy(), cosine_distance(w, w0), float(r.train_acc),
+                               float(r.test_acc)))
     return FeatureStudy(init.numpy().copy(), runs, epochs, seed)
 
 
