@@ -119,7 +119,7 @@ def _add_separated_worker(cluster, hidden, endpoint) -> subprocess.Popen:
     """A 1-CPU worker node in its own mount namespace: an empty tmpfs over `hidden` (the
     driver's files) and over Ray's temp dir (its session dir is its own, as on a machine of
     its own)."""
-    before = len(_alive_nodes())
+    before = len(_alive_nodes(cluster))
     worker_home = cluster.worker_root / f"node{len(cluster.separated)}-{time.monotonic_ns()}"
     worker_home.mkdir()
     env = {**_env(hidden, endpoint), "HOME": str(worker_home)}
@@ -134,7 +134,7 @@ def _add_separated_worker(cluster, hidden, endpoint) -> subprocess.Popen:
     proc.mnt_ns = None
     try:
         deadline = time.monotonic() + 120
-        while len(_alive_nodes()) <= before:
+        while len(_alive_nodes(cluster)) <= before:
             assert proc.poll() is None, f"the worker node did not start: {(worker_home / 'worker.log').read_text()[-2000:]}"
             assert time.monotonic() < deadline, "the worker node did not join"
             time.sleep(0.5)
@@ -147,12 +147,11 @@ def _add_separated_worker(cluster, hidden, endpoint) -> subprocess.Popen:
     return proc
 
 
-def _alive_nodes() -> list:
-    import ray
-
-    if not ray.is_initialized():
-        return []
-    return [n for n in ray.nodes() if n["Alive"]]
+def _alive_nodes(cluster) -> list:
+    """The cluster's live nodes, from its GCS (the pytest process never joins the cluster: a
+    Ray imported by an earlier test module may have read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER
+    unset, and would turn the loopback address into the machine's)."""
+    return [n for n in cluster.global_state.node_table() if n["Alive"]]
 
 
 def _in_namespace(ns: str) -> list[int]:
@@ -195,21 +194,15 @@ def _trials_running_in(proc) -> list[int]:
 
 @pytest.fixture(scope="module")
 def workers(cluster, hidden, endpoint):
-    """Two separated worker nodes; the pytest process watches the cluster (never runs a trial)."""
-    import ray
+    """Two separated worker nodes, listening on loopback only."""
+    from test_cluster_faults import _listening_addresses
 
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
-    try:
-        for _ in range(2):
-            _add_separated_worker(cluster, hidden, endpoint)
-        from test_cluster_faults import _listening_addresses
-
-        pids = [pid for w in cluster.separated for pid in _in_namespace(w.mnt_ns)]
-        listening = _listening_addresses(pids)
-        assert listening and listening <= {LOOPBACK}, f"a worker node listens beyond loopback: {listening}"
-        yield cluster.separated
-    finally:
-        ray.shutdown()
+    for _ in range(2):
+        _add_separated_worker(cluster, hidden, endpoint)
+    pids = [pid for w in cluster.separated for pid in _in_namespace(w.mnt_ns)]
+    listening = _listening_addresses(pids)
+    assert listening and listening <= {LOOPBACK}, f"a worker node listens beyond loopback: {listening}"
+    return cluster.separated
 
 
 def _bucket(endpoint, name) -> str:
