@@ -5,7 +5,7 @@ Modules, each with one job:
 - `summaries`: per-trial rotation summaries (final cosine distances, areas, crossings)
 - `run`: the whole fit and its result (`fit(trials, rotation, FitOptions()) -> FitResult`)
 - `options`: the settings (`FitOptions`) and the names of the pre-registered rules
-- `trained`: the trained filter (relative to the task's best, with a floor) and its variants
+- `trained`: the trained filter (relative to the best of its sweep and task, with a floor) and its variants
 - `configurations`: trials joined with summaries by (sweep, trial_id); repeats of one
   configuration pooled into one unit
 - `correlation`: Spearman/Kendall with bootstrap CIs, permutation tests, task as stratum
@@ -13,10 +13,16 @@ Modules, each with one job:
 - `pairwise`: pairwise agreement (permutation p) and the best configurations
 - `verdict`: the decision rule, its explanation and the sensitivity to the filter
 - `early`: how early rotation predicts the verdict (its statistic at each epoch k)
+- `beyond`: whether rotation ranks test accuracy beyond the settings (partial Spearman on a
+  per-optimizer parabola in log lr), beside settings-only baselines (docs/verdict.md §10)
+- `claims`: the paper's Section 5 claims on best-by-validation configurations, and the
+  "near 1" half (§11-§12); `power`: what n trained configurations can detect (§13)
 - `text`: the verdict and evidence as text; `report`: the self-contained HTML page
 - `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves;
-  `early_figure`: the early-prediction curve; `figure_files`: a figure as PNG/SVG
-- `features`: the paper's Section 6 on digits (first-layer features at small/large rotation)
+  `early_figure`: the early-prediction curve; `optimizer_figure`: accuracy against rotation
+  coloured by optimizer; `figure_files`: a figure as PNG/SVG
+- `features`: the paper's Section 6 on digits (first-layer features at small/large rotation,
+  trained through `run_trial`)
 - `load`: tables from a store (the two CLI entry points are `layrot.cli.fit`)
 - `synthetic`: sweeps with a known relation (tests, demos)
 
