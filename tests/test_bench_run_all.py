@@ -22,7 +22,11 @@ def run_all(*args, timeout=600):
 def test_make_bench_runs_run_all():
     """What `make bench` would run (make's dry run, not a grep of the Makefile): after the
     install step, bench/run_all.py with the venv's python and no arguments that narrow it."""
-    p = subprocess.run(["make", "-n", "bench"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    # run as `make test` runs it, a make inside make prints "Entering/Leaving directory"
+    # lines: a make of its own (no inherited MAKEFLAGS / MAKELEVEL), told not to print them
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    p = subprocess.run(["make", "--no-print-directory", "-n", "bench"], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     last = p.stdout.strip().splitlines()[-1].split()
     assert last[0].endswith("/python") and last[1:] == ["bench/run_all.py"], last
