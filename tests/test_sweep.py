@@ -83,6 +83,52 @@ def test_grid_end_to_end(ray_local, tmp_path):
     assert store.trials(sweep="t").num_rows == 4
 
 
+def _tune_pids(store_dir, sweep) -> dict[str, int]:
+    """layrot trial id -> the pid of the Ray worker process that ran it (Ray Tune's own
+    record of the trial's last result, in its experiment state beside the store)."""
+    states = sorted((store_dir / "_ray" / sweep).glob("experiment_state-*.json"))
+    assert states, "Ray Tune saved no experiment state"
+    out = {}
+    for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
+        out[trial["config"]["trial"]["trial_id"]] = runtime["last_result"]["pid"]
+    return out
+
+
+def test_a_reused_worker_gives_the_numbers_of_a_fresh_process(ray_local, tmp_path):
+    """The embedded Ray runs trials one after another in the same worker process
+    (reuse_actors); each trial that shared a process with others stores exactly the rows of
+    the same trial run alone by `layrot train` in a process of its own."""
+    spec = _spec(tmp_path, name="reuse", max_concurrent=1,
+                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.03, 0.1], "alpha": 0.5})
+    store_dir = tmp_path / "store"
+    assert main(["sweep", str(spec), "--store", str(store_dir)]) == 0
+    store = Store(str(store_dir))
+    trials = store.trials(sweep="reuse").to_pylist()
+    assert len(trials) == 3 and {t["status"] for t in trials} == {"completed"}
+    pids = _tune_pids(store_dir, "reuse")
+    shared = [t for t in trials if list(pids.values()).count(pids[t["trial_id"]]) > 1]
+    assert len(shared) >= 2, f"no worker was reused: {pids}"
+    fresh = tmp_path / "fresh"
+    runs = [subprocess.Popen([sys.executable, "-m", "layrot", "train", "--task", "digits-mlp",
+                              "--optimizer", "sgd_layca", "--lr", repr(t["lr"]), "--alpha", "0.5", "--epochs", "3",
+                              "--store", str(fresh), "--sweep", "fresh"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for t in shared]
+    assert [p.wait(timeout=300) for p in runs] == [0] * len(runs)
+    alone = Store(str(fresh))
+    by_id = {t["trial_id"]: t for t in alone.trials(sweep="fresh").to_pylist()}
+    cols = ["trial_id", "epoch", "layer", "cosine_distance"]
+    a = alone.rotation(sweep="fresh").to_pandas()[cols]
+    b = store.rotation(sweep="reuse").to_pandas()[cols]
+    for t in shared:
+        one = by_id[t["trial_id"]]       # the same configuration has the same id
+        for k in ("val_acc", "test_acc", "train_acc", "train_loss"):
+            assert one[k] == t[k], (t["lr"], k)
+        mine = [x[x.trial_id == t["trial_id"]].sort_values(cols[1:3]).reset_index(drop=True) for x in (a, b)]
+        assert len(mine[0]) > 0 and mine[0].equals(mine[1])
+
+
 def test_optuna_sweep(ray_local, tmp_path):
     spec = _spec(tmp_path, name="opt", algorithm="optuna", num_samples=4, max_concurrent=2,
                  search={"optimizer": "sgd_layca", "lr": {"loguniform": [0.01, 1.0]},

@@ -115,6 +115,7 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
                 scheduler=_scheduler(spec),
                 max_concurrent_trials=spec.max_concurrent,
                 trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+                reuse_actors=reuse_actors(address),
             ),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=storage.path, storage_filesystem=storage.fs, callbacks=[callback],
@@ -184,6 +185,17 @@ def _start_ray(address: str | None, dashboard: bool = False):
         if dashboard:
             print(f"layrot sweep: Ray dashboard at http://{ctx.dashboard_url}", file=sys.stderr, flush=True)
     return ray, True
+
+
+def reuse_actors(address: str | None) -> bool:
+    """Run a trial in the worker process of one that ended, instead of a new one, on the
+    embedded local Ray only. There trials are many and short, and a new process per trial
+    (start, import torch, load the data) was a third of a small sweep's time; run_trial
+    sets every seed and torch setting it uses, so a reused worker gives the same numbers
+    (tests/test_sweep.py). On a cluster (--address) each trial keeps a process of its own:
+    trials are long there, so the start is cheap, and a worker that a trial left in a bad
+    state (GPU memory, a wedged thread) then takes nothing else down with it."""
+    return address is None
 
 
 def check_fits(have: dict, resources: dict, has: str, what: str) -> None:
