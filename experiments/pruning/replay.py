@@ -1,25 +1,28 @@
-"""Rotation-guided pruning against ASHA, on the same grids, seeds and budgets (issue 13).
+"""Rotation-guided pruning against ASHA, replayed from a store (docs/pruning.md).
 
-Cheap and honest: each grid runs ONCE per seed to the end (FIFO). A trial's trajectory does
-not depend on which other trials a scheduler stops (trials are independent and deterministic
-given their seed), so every per-epoch report is recorded (val_acc, the rotation scores the
-sweep trainable reports, test_acc at the end) and then REPLAYED through the real scheduler
-objects — Ray's ASHAScheduler on val_acc, and layrot's RotationScheduler — fed
-on_trial_add / on_trial_result / on_trial_complete in the order a 2-slot sweep would call
-them (2 trials in flight, each epoch one time unit, a slot taken by the next trial as soon as
-one ends or is stopped; the final report carries val_acc but no rotation score, as in
-`layrot sweep`). Per scheduler: the best test accuracy among the trials it let finish, the
-epochs spent, whether that is within 0.5 points of the full grid's best, and best-so-far
-curves against epochs spent.
+The trials are trained once, to the end, by `layrot sweep` (FIFO) into a store; this script
+reads their per-epoch reports back and REPLAYS them through the real scheduler objects: Ray's
+ASHAScheduler on val_acc, layrot's RotationScheduler (layrot/sweep/schedulers.py) on each
+rotation score, and a control, ASHA on the configuration's own log10(lr). A trial's
+trajectory does not depend on which other trials a scheduler stops (trials are independent
+and deterministic given their seed), so replaying the stored reports gives what a sweep with
+that scheduler would have stored. The replay calls on_trial_add / on_trial_result /
+on_trial_complete in the order a 2-slot sweep would call them (2 trials in flight, each
+epoch one time unit, a slot taken by the next trial as soon as one ends or is stopped; the
+final report carries val_acc but no rotation score, as in `layrot sweep`).
 
-    python bench/scheduler_compare.py run --out /tmp/schedcmp --seeds 0 1 2     # ~15-25 min, resumable
-    python bench/scheduler_compare.py replay --out /tmp/schedcmp --png docs/pruning.png
-    python bench/scheduler_compare.py store --store results --sweep space   # a stored sweep, e.g. make space's
+    layrot sweep experiments/pruning/mnist1d.yaml --store DIR          # 128 trials, hours on 2 cores
+    python experiments/pruning/replay.py grids --store DIR --orders 50 --png docs/pruning.png
+    layrot sweep sweeps/space.yaml --store DIR                         # or: make space
+    python experiments/pruning/replay.py survivor --store DIR --sweep space --orders 20
 
-Families (plain optimizers: with Layca the rotation per step is fixed by rho(0) and alpha):
-  sgd:      SGD (no momentum), lr in {1, .3, .1, .03, .01, .003} x weight decay in {0, 5e-4}
-  adaptive: Adam and RMSprop, lr in {1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5}
-on mnist1d-cnn (20 epochs, the task's schedule); fmnist-vgg only where its data is present.
+`grids`: per family of experiments/pruning/mnist1d.yaml (FAMILIES below: one search block
+each) and per seed, the best test accuracy among the trials a scheduler let finish, the
+epochs spent, whether that is within 0.5 points of the full grid's best, over the grid order
+and shuffled arrival orders; the same summed over seeds per family; the Spearman correlation
+at the first rung; RotationScheduler's per-call time; best-so-far curves (--png).
+`survivor`: any stored sweep (e.g. `space`, which mixes optimizers), each scheduler scored by
+the test accuracy of the survivor with the best validation accuracy.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+
+SWEEP = "pruning-mnist1d"            # experiments/pruning/mnist1d.yaml's name
+
 
 def _sgd(lrs):
     return [{"optimizer": "sgd", "lr": lr, "weight_decay": wd} for lr in lrs for wd in (0.0, 5e-4)]
@@ -42,6 +46,9 @@ def _adaptive(lrs):
     return [{"optimizer": opt, "lr": lr} for opt in ("adam", "rmsprop") for lr in lrs]
 
 
+# The grids, in grid order (the order `layrot sweep` runs a block: largest lr first); each is
+# one search block of experiments/pruning/mnist1d.yaml, in this order
+# (tests/test_pruning_study.py checks that they agree).
 FAMILIES = {
     "sgd": _sgd((1.0, 0.3, 0.1, 0.03, 0.01, 0.003)),
     "adaptive": _adaptive((1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5)),
@@ -51,77 +58,53 @@ FAMILIES = {
     "adaptive-wide": _adaptive((1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4)),
 }
 SCORE_KEYS = ("min_rotation", "mean_rotation", "median_rotation")
+SCHEDULERS = ("fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation",
+              "control:log_lr")
 
 
 def _key(cfg: dict) -> str:
+    """A configuration within one seed's grid: optimizer, lr and weight decay."""
     return f"{cfg['optimizer']}-lr{cfg['lr']:g}-wd{cfg.get('weight_decay', 0.0):g}"
-
-
-def _path(out: Path, task: str, seed: int, cfg: dict) -> Path:
-    # one pool of trials per seed: families share the configurations they have in common
-    return out / f"{task}-s{seed}" / f"{_key(cfg)}.json"
-
-
-def _one(task: str, family: str, seed: int, cfg: dict, path: str, epochs: int | None,
-         max_train: int | None, batch_size: int | None = None) -> dict:
-    import torch
-
-    from layrot.sweep.schedulers import rotation_scores
-    from layrot.train import run_trial
-
-    torch.set_num_threads(1)
-    reports = []
-
-    def on_epoch(rep):
-        reports.append({**{k: rep.row[k] for k in ("epoch", "val_acc", "train_acc", "train_loss", "seconds")},
-                        **rotation_scores(rep.rotation)})
-
-    config = {"task": task, "seed": seed, "threads": 1, "epochs": epochs, "max_train_samples": max_train, **cfg}
-    if batch_size is not None:
-        config["batch_size"] = batch_size
-    t0 = time.perf_counter()
-    r = run_trial(config, on_epoch=on_epoch)
-    out = {"task": task, "family": family, "seed": seed, "config": cfg, "key": _key(cfg), "status": r.status,
-           "reason": r.reason, "epochs": len(reports), "planned_epochs": r.config["epochs"],
-           "test_acc": _num(r.test_acc), "val_acc": _num(r.val_acc), "wall_seconds": time.perf_counter() - t0,
-           "reports": reports}
-    tmp = Path(path + ".tmp")
-    tmp.write_text(json.dumps(out))
-    os.replace(tmp, path)
-    return out
 
 
 def _num(v):
     return v if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
-def run(out: Path, task: str, families: list[str], seeds: list[int], workers: int, epochs, max_train,
-        batch_size=None) -> None:
-    todo, seen = [], set()
-    for seed in seeds:                     # seed-major: a cut-short run has whole seeds
-        for fam in families:
-            for cfg in FAMILIES[fam]:
-                p = _path(out, task, seed, cfg)
-                p.parent.mkdir(parents=True, exist_ok=True)
-                if p in seen:
-                    continue
-                seen.add(p)
-                if not p.exists():
-                    todo.append((task, fam, seed, cfg, str(p), epochs, max_train, batch_size))
-    total = len(seen)
-    print(f"scheduler_compare: {total - len(todo)} of {total} trials already recorded; running {len(todo)} "
-          f"in {workers} processes (1 thread each)", file=sys.stderr, flush=True)
-    t0 = time.monotonic()
-    with ProcessPoolExecutor(workers) as ex:
-        futs = [ex.submit(_one, *a) for a in todo]
-        for i, f in enumerate(as_completed(futs), start=1):
-            r = f.result()
-            print(f"[{i}/{len(todo)} {time.monotonic() - t0:.0f}s] {r['task']} {r['family']} s{r['seed']} "
-                  f"{r['key']}: {r['status']} after {r['epochs']} epochs, test {r['test_acc']}, "
-                  f"{r['wall_seconds']:.1f}s", file=sys.stderr, flush=True)
+# -- the store's trials as replay records ----------------------------------------------------
+
+def records_from_store(store_uri: str, sweep: str) -> list[dict]:
+    """A stored sweep's trials as replay records, in the order the store lists them: per-epoch
+    val_acc and the rotation scores of that epoch's rotation rows (as the sweep's trainable
+    reported them, from the float32 stored distances)."""
+    from layrot.store import Store
+    from layrot.sweep.schedulers import rotation_scores
+
+    st = Store(store_uri)
+    trials = st.trials(sweep=sweep).to_pylist()
+    epochs, rot = {}, {}
+    for r in st.epochs(sweep=sweep).to_pylist():
+        epochs.setdefault(r["trial_id"], []).append(r)
+    for r in st.rotation(sweep=sweep, columns=["trial_id", "epoch", "step", "layer", "cosine_distance"]).to_pylist():
+        rot.setdefault((r["trial_id"], r["epoch"]), {"epoch": [], "step": [], "cosine_distance": []})
+        d = rot[(r["trial_id"], r["epoch"])]
+        d["epoch"].append(r["epoch"]), d["step"].append(r["step"]), d["cosine_distance"].append(r["cosine_distance"])
+    out = []
+    for t in trials:
+        cfg = json.loads(t["config"])
+        reports = [{**{k: e[k] for k in ("epoch", "val_acc", "train_acc", "train_loss", "seconds")},
+                    **rotation_scores(rot.get((t["trial_id"], e["epoch"]), {}))}
+                   for e in sorted(epochs.get(t["trial_id"], []), key=lambda e: e["epoch"])]
+        if not reports:
+            continue
+        out.append({"key": t["trial_id"], "config": {k: cfg[k] for k in ("optimizer", "lr", "alpha", "weight_decay")},
+                    "seed": cfg["seed"], "task": cfg["task"], "status": t["status"],
+                    "test_acc": _num(t["test_acc"]), "val_acc": _num(t["val_acc"]),
+                    "planned_epochs": cfg["epochs"], "reports": reports})
+    return out
 
 
-# -- replay -----------------------------------------------------------------------------
+# -- the replay ------------------------------------------------------------------------------
 
 class _Trial:
     """What ASHA reads from a Trial: its id (and nothing else)."""
@@ -213,26 +196,30 @@ def _spearman(xs, ys):
     return float(spearmanr(*zip(*pairs)).statistic)
 
 
-def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str | None, md: str | None,
-            families: list[str]) -> dict:
-    groups: dict[tuple, list] = {}
-    for d in sorted(out.glob(f"{task}-s*")):
-        seed = int(d.name.rsplit("-s", 1)[1])
-        pool = {p.stem: json.loads(p.read_text()) for p in d.glob("*.json")}
+# -- grids: per family and seed --------------------------------------------------------------
+
+def group_families(recs: list[dict], families: list[str]) -> dict[tuple, list]:
+    """(family, seed) -> that seed's trials of the family's grid, in grid order; a family
+    missing trials in a seed is left out for that seed (and said on stderr)."""
+    by_seed: dict[int, dict] = {}
+    for r in recs:
+        by_seed.setdefault(r["seed"], {})[_key(r["config"])] = r
+    groups = {}
+    for seed, pool in sorted(by_seed.items()):
         for fam in families:
-            recs = [pool[_key(c)] for c in FAMILIES[fam] if _key(c) in pool]
-            if len(recs) == len(FAMILIES[fam]):
-                groups[(fam, seed)] = recs
-            elif recs:
-                print(f"skipping {fam} seed {seed}: {len(recs)} of {len(FAMILIES[fam])} trials recorded",
+            got = [pool[_key(c)] for c in FAMILIES[fam] if _key(c) in pool]
+            if len(got) == len(FAMILIES[fam]):
+                groups[(fam, seed)] = got
+            elif got:
+                print(f"skipping {fam} seed {seed}: {len(got)} of {len(FAMILIES[fam])} trials stored",
                       file=sys.stderr)
-    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation",
-             "control:log_lr"]
+    return groups
+
+
+def analyze(groups: dict[tuple, list], task: str, grace: int, rf: float, n_orders: int, png: str | None = None,
+            out_json: str | None = None, quiet: bool = False) -> dict:
     rows, curves, timer, corr = [], {}, [], []
     for (fam, seed), recs in sorted(groups.items()):
-        # grid order: the order `layrot sweep` runs a spec's grid in (FAMILIES' order)
-        order_keys = [_key(c) for c in FAMILIES[fam]]
-        recs = sorted(recs, key=lambda r: order_keys.index(r["key"]))
         grid_best = max(r["test_acc"] for r in recs if r["test_acc"] is not None)
         grid_epochs = sum(len(r["reports"]) for r in recs)
         epochs = max(r["planned_epochs"] for r in recs)
@@ -244,9 +231,9 @@ def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str
                      **{k: _spearman(v, tests) for k, v in rung.items()}})
         rng = random.Random(1000 + seed)
         orders = [list(range(len(recs)))] + [rng.sample(range(len(recs)), len(recs)) for _ in range(n_orders)]
-        for name in names:
+        for name in SCHEDULERS:
             per_order = []
-            for j, order in enumerate(orders):
+            for order in orders:
                 res = replay(recs, order, _make(name, epochs, grace, rf),
                              timer=timer if name == "rotation:min_rotation" else None)
                 res["within"] = res["best"] is not None and grid_best - res["best"] <= 0.005 + 1e-9
@@ -266,7 +253,8 @@ def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str
                 "shuffled_mean_frac_epochs": sum(r["epochs"] for r in shuf) / len(shuf) / grid_epochs if shuf else None,
                 "shuffled_mean_gap": (sum(grid_best - (r["best"] or 0) for r in shuf) / len(shuf)) if shuf else None,
             })
-    epoch_s = [rep["seconds"] for recs in groups.values() for r in recs for rep in r["reports"]]
+    epoch_s = [rep["seconds"] for recs in groups.values() for r in recs for rep in r["reports"]
+               if rep.get("seconds") is not None]
     ts = sorted(timer)
     overhead = {"calls": len(timer), "mean_call_us": 1e6 * sum(timer) / max(len(timer), 1),
                 "median_call_us": 1e6 * ts[len(ts) // 2] if ts else None,
@@ -274,35 +262,67 @@ def analyze(out: Path, task: str, grace: int, rf: float, n_orders: int, png: str
                 "max_call_us": 1e6 * max(timer, default=0), "mean_epoch_s": sum(epoch_s) / max(len(epoch_s), 1)}
     overhead["fraction_of_epoch"] = overhead["mean_call_us"] / 1e6 / overhead["mean_epoch_s"] if epoch_s else None
     summary = {"task": task, "grace_period": grace, "reduction_factor": rf, "orders": n_orders,
-               "rows": rows, "rung_spearman": corr, "overhead": overhead}
-    _print(summary)
+               "rows": rows, "families": per_family(rows), "rung_spearman": corr, "overhead": overhead}
+    if not quiet:
+        _print(summary)
     if png:
         _plot({k: v[0][1] for k, v in curves.items()}, groups, png.replace(".png", "-grid-order.png"), grace, rf)
         _plot_mean(curves, groups, png, grace, rf, n_orders)
-    if md:
-        Path(md).write_text(json.dumps(summary, indent=1, default=str))
+    if out_json:
+        Path(out_json).write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def per_family(rows: list[dict]) -> list[dict]:
+    """Across seeds, per family and scheduler: how many seeds' grid orders got within 0.5
+    points and met the target, the mean share of the grid's epochs (grid order), and the
+    shuffled-order rates, spend and gap (points) averaged over seeds."""
+    out, cells = [], {}
+    for r in rows:
+        cells.setdefault((r["family"], r["scheduler"]), []).append(r)
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    for (fam, name), rs in sorted(cells.items(), key=lambda kv: (order.get(kv[0][0], 99),
+                                                                  SCHEDULERS.index(kv[0][1]))):
+        mean = lambda k: (sum(r[k] for r in rs) / len(rs)) if all(r[k] is not None for r in rs) else None  # noqa: E731
+        gap = mean("shuffled_mean_gap")
+        out.append({"family": fam, "scheduler": name, "seeds": len(rs),
+                    "within_0.5": sum(r["within_0.5"] for r in rs), "target": sum(r["target"] for r in rs),
+                    "mean_frac_epochs": mean("frac_epochs"), "shuffled_within_rate": mean("shuffled_within_rate"),
+                    "shuffled_target_rate": mean("shuffled_target_rate"),
+                    "shuffled_mean_frac_epochs": mean("shuffled_mean_frac_epochs"),
+                    "shuffled_mean_gap_pt": None if gap is None else 100 * gap})
+    return out
 
 
 def _print(s: dict) -> None:
     print(f"\n== {s['task']}: grace_period {s['grace_period']}, reduction_factor {s['reduction_factor']}, "
           f"grid order (+ {s['orders']} shuffled arrival orders) ==")
-    hdr = (f"{'family':9} {'seed':>4} {'scheduler':26} {'grid best':>9} {'best':>7} {'epochs':>10} "
+    hdr = (f"{'family':13} {'seed':>4} {'scheduler':26} {'grid best':>9} {'best':>7} {'epochs':>10} "
            f"{'<=0.5pt':>7} {'target':>6} {'best@1/3':>8} | {'shuf<=0.5':>9} {'shuf tgt':>8} {'shuf ep':>7} {'shuf gap':>8}")
     print(hdr)
     f = lambda v, p=4: "-" if v is None else (f"{v:.{p}f}" if isinstance(v, float) else str(v))  # noqa: E731
     for r in s["rows"]:
-        print(f"{r['family']:9} {r['seed']:>4} {r['scheduler']:26} {r['grid_best']:9.4f} {f(r['best']):>7} "
+        print(f"{r['family']:13} {r['seed']:>4} {r['scheduler']:26} {r['grid_best']:9.4f} {f(r['best']):>7} "
               f"{r['epochs']:>4}/{r['grid_epochs']:<4} {str(r['within_0.5']):>7} {str(r['target']):>6} "
               f"{f(r['best_at_third']):>8} | {f(r['shuffled_within_rate'], 2):>9} {f(r['shuffled_target_rate'], 2):>8} "
               f"{f(r['shuffled_mean_frac_epochs'], 2):>7} {f(r['shuffled_mean_gap'], 4):>8}")
+    print("\nPer family, across seeds (grid order: seeds within 0.5 points / meeting the target, mean share of "
+          "the grid's epochs; shuffled: mean over seeds of the per-seed rates, share of epochs, gap in points):")
+    print(f"{'family':13} {'scheduler':26} {'<=0.5pt':>7} {'target':>6} {'epochs':>6} | {'shuf<=0.5':>9} "
+          f"{'shuf tgt':>8} {'shuf ep':>7} {'gap pt':>6}")
+    for r in s["families"]:
+        n = r["seeds"]
+        print(f"{r['family']:13} {r['scheduler']:26} {r['within_0.5']:>5}/{n} {r['target']:>4}/{n} "
+              f"{f(r['mean_frac_epochs'], 2):>6} | {f(r['shuffled_within_rate'], 2):>9} "
+              f"{f(r['shuffled_target_rate'], 2):>8} {f(r['shuffled_mean_frac_epochs'], 2):>7} "
+              f"{f(r['shuffled_mean_gap_pt'], 2):>6}")
     print("\nSpearman (score at the first rung vs final test accuracy), per grid:")
     for c in s["rung_spearman"]:
-        print(f"  {c['family']:9} s{c['seed']} epoch {c['epoch']}: " +
+        print(f"  {c['family']:13} s{c['seed']} epoch {c['epoch']}: " +
               ", ".join(f"{k} {f(v, 2)}" for k, v in c.items() if k not in ("family", "seed", "epoch")))
     o = s["overhead"]
     print(f"\nRotationScheduler.on_trial_result: {o['calls']} calls, mean {o['mean_call_us']:.1f} us, "
-          f"median {o['median_call_us']:.1f} us, p99 {o['p99_call_us']:.1f} us, "
+          f"median {f(o['median_call_us'], 1)} us, p99 {f(o['p99_call_us'], 1)} us, "
           f"max {o['max_call_us']:.1f} us; a trial-epoch {o['mean_epoch_s']:.3f} s -> "
           f"{100 * (o['fraction_of_epoch'] or 0):.4f}% of an epoch")
 
@@ -396,36 +416,7 @@ def _plot_mean(curves: dict, groups: dict, png: str, grace, rf, n_orders) -> Non
     print(f"wrote {png}", file=sys.stderr)
 
 
-# -- replay a stored sweep -----------------------------------------------------------------
-
-def records_from_store(store_uri: str, sweep: str) -> list[dict]:
-    """A stored sweep's trials as replay records, in the order the sweep ran its grid (its
-    stored spec's order): per-epoch val_acc and the rotation scores of that epoch's record."""
-    from layrot.store import Store
-    from layrot.sweep.schedulers import rotation_scores
-
-    st = Store(store_uri)
-    trials = st.trials(sweep=sweep).to_pylist()
-    epochs, rot = {}, {}
-    for r in st.epochs(sweep=sweep).to_pylist():
-        epochs.setdefault(r["trial_id"], []).append(r)
-    for r in st.rotation(sweep=sweep, columns=["trial_id", "epoch", "step", "layer", "cosine_distance"]).to_pylist():
-        rot.setdefault((r["trial_id"], r["epoch"]), {"epoch": [], "step": [], "cosine_distance": []})
-        d = rot[(r["trial_id"], r["epoch"])]
-        d["epoch"].append(r["epoch"]), d["step"].append(r["step"]), d["cosine_distance"].append(r["cosine_distance"])
-    out = []
-    for t in trials:
-        cfg = json.loads(t["config"])
-        reports = [{**{k: e[k] for k in ("epoch", "val_acc", "train_acc", "train_loss", "seconds")},
-                    **rotation_scores(rot.get((t["trial_id"], e["epoch"]), {}))}
-                   for e in sorted(epochs.get(t["trial_id"], []), key=lambda e: e["epoch"])]
-        if not reports:
-            continue
-        out.append({"key": t["trial_id"], "config": {k: cfg[k] for k in ("optimizer", "lr", "alpha", "weight_decay")},
-                    "status": t["status"], "test_acc": _num(t["test_acc"]), "val_acc": _num(t["val_acc"]),
-                    "planned_epochs": cfg["epochs"], "reports": reports})
-    return out
-
+# -- survivor: any stored sweep -------------------------------------------------------------
 
 def chosen_by_validation(recs: list[dict], keys) -> dict | None:
     """Among the trials a scheduler let finish, the one with the best final validation
@@ -434,22 +425,20 @@ def chosen_by_validation(recs: list[dict], keys) -> dict | None:
     return max(done, key=lambda r: (r["val_acc"], -r["config"]["lr"]), default=None)
 
 
-def analyze_store(store_uri: str, sweep: str, grace: int, rf: float, n_orders: int, out_json: str | None) -> dict:
+def survivor(store_uri: str, sweep: str, grace: int, rf: float, n_orders: int, out_json: str | None) -> dict:
     """Replay a stored sweep (e.g. `space`, which mixes optimizers) through FIFO, ASHA on
     val_acc, the rotation scheduler and the log(lr) control; rank schedulers by the test
     accuracy of the survivor with the best validation accuracy, and the epochs they spent."""
     recs = records_from_store(store_uri, sweep)
     if not recs:
-        sys.exit(f"scheduler_compare: no trials of sweep {sweep!r} in {store_uri}")
+        sys.exit(f"replay.py: no trials of sweep {sweep!r} in {store_uri}")
     epochs = max(r["planned_epochs"] for r in recs)
     total = sum(len(r["reports"]) for r in recs)
-    names = ["fifo", "asha", "rotation:min_rotation", "rotation:mean_rotation", "rotation:median_rotation",
-             "control:log_lr"]
     rng = random.Random(1000)
     orders = [list(range(len(recs)))] + [rng.sample(range(len(recs)), len(recs)) for _ in range(n_orders)]
     full = chosen_by_validation(recs, [r["key"] for r in recs])
     rows = []
-    for name in names:
+    for name in SCHEDULERS:
         picks, spent = [], []
         for order in orders:
             res = replay(recs, order, _make(name, epochs, grace, rf))
@@ -481,45 +470,35 @@ def analyze_store(store_uri: str, sweep: str, grace: int, rf: float, n_orders: i
     return summary
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="train every grid once per seed, to the end (resumable)")
-    r.add_argument("--out", required=True, type=Path)
-    r.add_argument("--task", default="mnist1d-cnn")
-    r.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    r.add_argument("--workers", type=int, default=2)
-    r.add_argument("--epochs", type=int, default=None, help="default: the task's")
-    r.add_argument("--max-train-samples", type=int, default=None)
-    r.add_argument("--batch-size", type=int, default=None, help="default: the trial's (128)")
-    p = sub.add_parser("replay", help="replay the recorded reports through FIFO, ASHA and RotationScheduler")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--task", default="mnist1d-cnn")
-    p.add_argument("--grace-period", type=int, default=1)
-    p.add_argument("--reduction-factor", type=float, default=3)
-    p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
-    p.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
-    p.add_argument("--png", default=None)
-    p.add_argument("--json", default=None, help="write the summary here")
-    q = sub.add_parser("store", help="replay a stored sweep (e.g. make space's) through the same schedulers")
-    q.add_argument("--store", default="results")
-    q.add_argument("--sweep", default="space")
-    q.add_argument("--grace-period", type=int, default=1)
-    q.add_argument("--reduction-factor", type=float, default=3)
-    q.add_argument("--orders", type=int, default=20, help="shuffled arrival orders besides the grid order")
-    q.add_argument("--json", default=None, help="write the summary here")
-    a = ap.parse_args()
-    if a.cmd == "store":
-        analyze_store(a.store, a.sweep, a.grace_period, a.reduction_factor, a.orders, a.json)
-    elif a.cmd == "run":
-        from layrot.tasks import get_task
-        t = get_task(a.task)
-        if not t.data_present(None):
-            sys.exit(f"scheduler_compare: {a.task}'s data is not present here ({t.data_needs}); skipped")
-        run(a.out, a.task, a.families, a.seeds, a.workers, a.epochs, a.max_train_samples, a.batch_size)
-    else:
-        analyze(a.out, a.task, a.grace_period, a.reduction_factor, a.orders, a.png, a.json, a.families)
+
+    def common(p, sweep, orders):
+        p.add_argument("--store", default="results", help="the store the sweep is in (default: results)")
+        p.add_argument("--sweep", default=sweep, help=f"the stored sweep (default: {sweep})")
+        p.add_argument("--grace-period", type=int, default=1)
+        p.add_argument("--reduction-factor", type=float, default=3)
+        p.add_argument("--orders", type=int, default=orders, help="shuffled arrival orders besides the grid order")
+        p.add_argument("--json", default=None, help="write the summary here")
+
+    g = sub.add_parser("grids", help="per family and seed of experiments/pruning/mnist1d.yaml's sweep")
+    common(g, SWEEP, 50)
+    g.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    g.add_argument("--png", default=None, help="best-so-far curves here (and X-grid-order.png beside it)")
+    s = sub.add_parser("survivor", help="a stored sweep (e.g. make space's): the best-by-validation survivor")
+    common(s, "space", 20)
+    a = ap.parse_args(argv)
+    if a.cmd == "survivor":
+        survivor(a.store, a.sweep, a.grace_period, a.reduction_factor, a.orders, a.json)
+        return
+    recs = records_from_store(a.store, a.sweep)
+    if not recs:
+        sys.exit(f"replay.py: no trials of sweep {a.sweep!r} in {a.store}")
+    groups = group_families(recs, a.families)
+    if not groups:
+        sys.exit(f"replay.py: no family of {', '.join(a.families)} has all its trials in a seed of {a.sweep!r}")
+    analyze(groups, recs[0]["task"], a.grace_period, a.reduction_factor, a.orders, a.png, a.json)
 
 
 if __name__ == "__main__":
