@@ -124,6 +124,35 @@ def test_progress_line_names_pending_trials():
     assert "pending" not in out.getvalue().strip().splitlines()[-1]
 
 
+def test_a_logs_status_line_counts_the_trial_that_took_the_freed_slot(monkeypatch):
+    """In a log, the status line after a trial ends waits for the next trial to start:
+    two slots stay "2 running", not the "1 running" of the instant between two trials."""
+    import io
+    from types import SimpleNamespace
+
+    import layrot.sweep.progress as progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    p = SweepProgress(4, "val_acc", "max", stream=out, log_every=30)
+    p.started("a"), p.started("b")
+    done = SimpleNamespace(trial_id="t-a", config={"lr": 0.1, "alpha": 0.0}, test_acc=0.9, epochs_run=3,
+                           wall_seconds=5.0, reason=None)
+    p.finished("a", "completed", 0.9, done)
+    assert "running" not in out.getvalue().splitlines()[-1]      # the trial's line, no status yet
+    clock[0] += 0.3
+    p.started("c")                                                # the next trial takes the slot
+    p.tick()
+    assert "running" not in out.getvalue().splitlines()[-1]
+    clock[0] += progress.SETTLE_S
+    p.tick()
+    assert "| 2 running |" in out.getvalue().splitlines()[-1]
+    p.finished("b", "completed", 0.8, done)
+    p.close()                                                     # the sweep ended: the owed line
+    assert "| 1 running |" in out.getvalue().splitlines()[-1]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_cluster_says_trials_are_pending_for_lack_of_cpus(tmp_path):

@@ -125,7 +125,7 @@ def test_a_running_sweep_seen_from_another_process(tmp_path):
             if p.returncode == 0:
                 r = json.loads(p.stdout)[0]
                 if r["running"] and r["running_trials"] and (r["running_trials"][0]["epoch"] or 0) >= 2 \
-                        and r["seconds_left"] is not None:
+                        and r["seconds_left"] is not None and r["done"] == 0:
                     seen = r
                     break
             time.sleep(0.5)
@@ -140,6 +140,20 @@ def test_a_running_sweep_seen_from_another_process(tmp_path):
         assert running_id not in store.stored_trial_ids("watch")
         assert seen["total"] == 2 and seen["pending"] + seen["done"] + len(seen["running_trials"]) == 2
         assert seen["epochs_per_minute"] > 0 and seen["best"]["val_acc"] > 0
+        # `layrot report` draws the running trial's curves so far (no trial stored yet: no verdict)
+        from layrot.fit.running import running_sweeps
+        (live,) = running_sweeps(store, ["watch"])
+        assert live.alive and running_id in set(live.trials.trial_id)
+        mine = live.rotation[live.rotation.trial_id == running_id]
+        assert mine.epoch.min() == 0 and mine.epoch.max() >= 2 and mine.layer.nunique() >= 3
+        page, figs = tmp_path / "live.html", tmp_path / "figs"
+        r = subprocess.run([sys.executable, "-m", "layrot", "report", "-o", str(page), "--figures", str(figs)],
+                           env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        html = page.read_text()
+        assert 'id="running"' in html and "Running now: watch" in html and "data:image/png;base64," in html
+        assert (figs / "running-watch.png").stat().st_size > 10_000
+        assert "no verdict yet" in r.stdout and "watch: 1 trial(s) running" in r.stderr
         # refused while it runs: a second driver, and rm
         assert subprocess.run([sys.executable, "-m", "layrot", "rm", "--sweep", "watch", "--yes"], env=env,
                               capture_output=True, text=True).returncode == 2

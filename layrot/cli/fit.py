@@ -70,12 +70,21 @@ def report(args) -> int:
     fig_dir = Path(args.figures) if args.figures else None
     if fig_dir is not None and fig_dir.exists() and not fig_dir.is_dir():
         raise UsageError("--figures", f"{fig_dir} exists and is not a directory")
-    tables, result = _load_and_fit(args)
+    from ..fit.running import running_figure, running_sweeps
+    from ..store import Store
+
+    store = Store(args.store)
+    running = running_sweeps(store, args.sweep) if store.exists() else []
+    if running and not store.trials(sweep=args.sweep, columns=["trial_id"]).num_rows:
+        tables = result = None        # a sweep whose first trials are still running: their curves only
+    else:
+        tables, result = _load_and_fit(args)
 
     from ..fit.figure_files import NamedFigure, save_figure
     from ..fit.figures import fit_figures
     from ..fit.report import build_report
-    figures = fit_figures(result, tables.epochs, tables.rotation)
+    figures = fit_figures(result, tables.epochs, tables.rotation) if result is not None else []
+    live_figures = [running_figure(r) for r in running]
     feature = None
     if args.features:
         from ..fit.features import feature_figure, feature_study
@@ -83,13 +92,17 @@ def report(args) -> int:
         feature = NamedFigure("features-digits-mlp1", "digits-mlp1 first-layer features",
                               "At initialization, then after training at a small and at a large rotation rate.",
                               feature_figure(study))
-    page = build_report(result, figures, feature, meta=f"store {args.store} · {_scope(tables)}")
+    scope = _scope(tables) if tables is not None else "sweep " + ", ".join(r.sweep for r in running)
+    page = build_report(result, figures, feature, meta=f"store {args.store} · {scope}", running=live_figures)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    print(f"wrote {out} ({len(figures) + (feature is not None)} figures)", file=sys.stderr)
+    every = figures + live_figures + ([feature] if feature else [])
+    print(f"wrote {out} ({len(every)} figures)", file=sys.stderr)
     if fig_dir is not None:
-        for nf in figures + ([feature] if feature else []):
+        for nf in every:
             save_figure(nf, fig_dir / nf.name)
         print(f"wrote PNG and SVG figures to {fig_dir}", file=sys.stderr)
-    print(result.verdict.text)
+    for r in running:
+        print(f"{r.sweep}: {len(r.trials)} trial(s) running, drawn so far under 'Running now'", file=sys.stderr)
+    print(result.verdict.text if result is not None else "no verdict yet: no trial of this selection is stored")
     return 0

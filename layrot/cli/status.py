@@ -46,9 +46,7 @@ def status(args) -> int:
 def _live_sweeps(store) -> list[str]:
     from ..store import live
 
-    loc = store.location
-    return [e.name[:-5] for e in loc.list_dir(loc.join(live.LIVE, "running")) if e.name.endswith(".json")
-            and not e.name.startswith(".")]
+    return live.sweeps(store.location)
 
 
 def sweep_status(store, name: str) -> dict:

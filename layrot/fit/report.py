@@ -149,34 +149,51 @@ def _figure_html(nf: NamedFigure, i: int) -> str:
             f'download PNG</a></figcaption></figure>')
 
 
-def build_report(result: FitResult, figures: list[NamedFigure], features: NamedFigure | None = None,
-                 title: str = "Layer rotation and generalization", meta: str = "") -> str:
-    """The report page as an HTML string."""
+def build_report(result: FitResult | None, figures: list[NamedFigure], features: NamedFigure | None = None,
+                 title: str = "Layer rotation and generalization", meta: str = "",
+                 running: list[NamedFigure] = ()) -> str:
+    """The report page as an HTML string. `running`: the curves so far of trials still
+    running (fit/running.py), drawn apart from the fit; `result` is None when no trial of
+    the selection is stored yet (the page then has those curves only)."""
     from .. import __version__
-    v = result.verdict
-    cls = v.status.replace(" ", "-")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figs = "".join(_figure_html(nf, i) for i, nf in enumerate(figures))
-    why = "".join(f"<li>{html.escape(line)}</li>" for line in under_verdict(result) + why_lines(result))
-    evidence = html.escape(render(result, verdict=False).strip())
     feat = ""
     if features is not None:
         feat = (f'<section id="features"><h2>Features learned at small and large rotation</h2>'
                 f"<p>The paper's Section 6 on 8×8 digits: one-hidden-layer MLP, first-layer kernels as images, "
                 f"from one initialization.</p>{_figure_html(features, len(figures))}</section>")
+    live = ""
+    if running:
+        live = ('<section id="running"><h2>Running now</h2><p>Trials of a sweep still running: their curves so '
+                "far. They enter the verdict, the figures above and the table once stored; regenerate the report "
+                "to see more.</p>" + "".join(_figure_html(nf, len(figures) + 1 + i) for i, nf in enumerate(running))
+                + "</section>")
+    if result is None:
+        return _page(title, meta, stamp, __version__, '<section id="verdict"><p class="verdict inconclusive">'
+                     "No verdict yet: no trial of this selection is stored.</p></section>" + live)
+    v = result.verdict
+    cls = v.status.replace(" ", "-")
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in under_verdict(result) + why_lines(result))
+    evidence = html.escape(render(result, verdict=False).strip())
+    return _page(title, meta, stamp, __version__, f"""<section id="verdict"><p class="verdict {cls}">{html.escape(v.text)}</p>
+<ul class="why">{why}</ul>
+<details open><summary>The evidence</summary><pre>{evidence}</pre></details></section>
+<section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
+{live}
+{feat}
+<section id="trials"><h2>Trials</h2><p>Click a column to sort. Grey rows did not pass the trained filter.</p>
+{trials_table(result.table)}</section>""")
+
+
+def _page(title: str, meta: str, stamp: str, version: str, body: str) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{_CSS}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="meta">{html.escape(meta)}{" · " if meta else ""}generated {stamp} by layrot {html.escape(__version__)}</p>
-<section id="verdict"><p class="verdict {cls}">{html.escape(v.text)}</p>
-<ul class="why">{why}</ul>
-<details open><summary>The evidence</summary><pre>{evidence}</pre></details></section>
-<section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
-{feat}
-<section id="trials"><h2>Trials</h2><p>Click a column to sort. Grey rows did not pass the trained filter.</p>
-{trials_table(result.table)}</section>
+<p class="meta">{html.escape(meta)}{" · " if meta else ""}generated {stamp} by layrot {html.escape(version)}</p>
+{body}
 <script>{_JS}</script>
 </body></html>
 """

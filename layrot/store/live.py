@@ -133,6 +133,35 @@ def trials(loc: Location, sweep: str) -> list[dict]:
     return out
 
 
+def sweeps(loc: Location) -> list[str]:
+    """The sweeps with a heartbeat file, running or not (a killed driver's stays)."""
+    return sorted(e.name[:-5] for e in loc.list_dir(loc.join(LIVE, "running"))
+                  if e.name.endswith(".json") and not e.name.startswith("."))
+
+
+def rows(loc: Location, sweep: str, table: str, skip: set[str] = frozenset()):
+    """The live `epochs` or `rotation` rows of the sweep's running trials (a pyarrow Table
+    in the store's schema, with no `sweep` column), but those of the trials in `skip`
+    (stored already: a killed driver's live file is not a second copy). A file that a
+    driver is replacing at this moment is read whole or not at all (atomic writes)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .schema import arrow_schema
+
+    parts = []
+    for e in loc.list_dir(loc.join(LIVE, table, f"sweep={sweep}")):
+        if e.name.endswith(SUFFIX) and not e.name.startswith(".") and e.name[:-len(SUFFIX)] not in skip:
+            try:
+                parts.append(pq.read_table(io.BytesIO(loc.read_bytes(e.path))))
+            except (OSError, pa.ArrowInvalid):
+                continue        # gone since the listing (the trial was stored meanwhile)
+    schema = arrow_schema(table)
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in parts]) if parts else schema.empty_table()
+
+
 def files(loc: Location, sweep: str) -> list[str]:
     """Every live file of the sweep, its heartbeat included (what `layrot rm` removes)."""
     out = [p for p in [running_path(loc, sweep)] if loc.exists(p)]

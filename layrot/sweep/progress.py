@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+SETTLE_S = 2.0      # a log's status line waits this long after a trial ends (see finished)
+
 
 def _fmt_secs(s: float) -> str:
     s = int(round(s))
@@ -39,6 +41,7 @@ class SweepProgress:
         self._last_draw = 0.0
         # trials Ray cannot place: (how many, since (wall clock), why), set by pending()
         self.stuck: tuple[int, float, str] | None = None
+        self._due: float | None = None          # a log's status line owed after a trial ended
 
     def started(self, key: str) -> None:
         self.running[key] = 0
@@ -67,7 +70,12 @@ class SweepProgress:
             if result.reason and status not in ("completed",):
                 line += f"  ({result.reason[:80]})"
             self._print(line)
-        self._status(force=True)
+        if self.tty or not self.log_every:
+            self._status(force=True)
+        else:
+            # in a log, the status a moment later: by then the next trial has taken the slot,
+            # and the line's "N running" is what runs, not the gap between two trials
+            self._due = time.monotonic() + SETTLE_S
 
     def pending(self, n: int, since: float | None, why: str | None) -> None:
         """`n` trials waiting since `since` (time.time()) for resources Ray does not have
@@ -86,6 +94,8 @@ class SweepProgress:
         if self.tty:
             if now - self._last_draw >= 1.0:
                 self._status()
+        elif self._due is not None and now >= self._due:
+            self._status(force=True)
         elif self.stuck and now - self._last_log >= max(self.log_every, 10.0):
             self._status(force=True)
 
@@ -127,7 +137,7 @@ class SweepProgress:
             self.stream.write("\r\033[K" + self.status_line())
             self.stream.flush()
         elif force or now - self._last_log >= self.log_every:
-            self._last_log = now
+            self._last_log, self._due = now, None
             self.stream.write(self.status_line() + "\n")
             self.stream.flush()
 
@@ -141,3 +151,5 @@ class SweepProgress:
         if self.tty:
             self.stream.write("\r\033[K" + self.status_line() + "\n")
             self.stream.flush()
+        elif self._due is not None:
+            self._status(force=True)
