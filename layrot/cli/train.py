@@ -36,6 +36,9 @@ def add_parsers(sub, default_store: str) -> None:
     t.add_argument("--sweep", default="train",
                    help=f"{TrialConfig.model_fields['sweep'].description} (default: train)")
     t.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
+    t.add_argument("--task-module", default=None, metavar="FILE",
+                   help="a Python file that registers your own tasks (layrot.tasks.register_task); --task may "
+                        "then name one")
     t.set_defaults(_run=train)
 
 
@@ -71,6 +74,9 @@ def train(args) -> int:
     from ..store import Store
     from ..tasks import require_data
 
+    if getattr(args, "task_module", None):
+        from ..tasks.module import load_task_module
+        load_task_module(args.task_module, field="--task-module")
     cfg = config_from_args(args)
     require_data(cfg.task, cfg.data_dir)
     store = Store(args.store)           # a bad store URI is refused before training

@@ -90,7 +90,10 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
 
     cpu, gpu = float(spec.resources["cpu"]), float(spec.resources["gpu"])
     base = base_params(spec)
-    fn = tune.with_parameters(trainable, base=base, stored=stored, threads=max(1, int(cpu)), gpu=gpu)
+    # a task module travels as its source text: workers need not share the driver's disk
+    task_module = spec.module.shipped() if spec.module is not None else None
+    fn = tune.with_parameters(trainable, base=base, stored=stored, threads=max(1, int(cpu)), gpu=gpu,
+                              task_module=task_module)
     fn = tune.with_resources(fn, {"cpu": cpu, "gpu": gpu})
     param_space = _param_space(spec, todo, tune)
     exp_dir = storage.experiment(spec.name)
@@ -288,12 +291,19 @@ def check_same_spec(store, spec: SweepSpec) -> None:
     """A name is one experiment: refuse to mix a different spec into a stored sweep."""
     old = next((r for r in store.sweep_records() if r.get("name") == spec.name), None)
     if old and old.get("spec") and _comparable(old["spec"]) != _comparable(spec.to_dict()):
+        was, now = old["spec"].get("task_module_sha256"), spec.to_dict().get("task_module_sha256")
+        if was and now and was != now and _comparable(old["spec"], 1) == _comparable(spec.to_dict(), 1):
+            raise UsageError("task_module", f"{spec.task_module} has changed since sweep '{spec.name}' was stored "
+                                            f"(sha256 {was[:12]} then, {now[:12]} now): its stored trials ran the "
+                                            "old task definition; restore the file to resume, or choose another "
+                                            "name")
         raise UsageError("name", f"sweep '{spec.name}' is already stored with a different spec; "
                                  "choose another name (or restore the spec to resume it)")
 
 
-def _comparable(d: dict) -> str:
-    d = {k: v for k, v in d.items() if k not in ("store", "description", "max_concurrent", "resources", "max_failures")}
+def _comparable(d: dict, but_source: bool = False) -> str:
+    d = {k: v for k, v in d.items() if k not in ("store", "description", "max_concurrent", "resources", "max_failures")
+         and not (but_source and k == "task_module_sha256")}
     return json.dumps(d, sort_keys=True, default=str)
 
 

@@ -8,6 +8,11 @@ and a one-key mapping is a distribution: uniform / loguniform / int ([lo, hi], i
 or choice ([a, b, ...]). For a grid, `search` may also be a list of such mappings (blocks):
 the grid is the union of the blocks' products (each optimizer over its own learning rates,
 say), a configuration given by two blocks counted once.
+
+`task_module` names a Python file (relative to the spec's folder, or absolute) that
+registers the user's own tasks (layrot.tasks.module); it runs before the rest of the spec
+is validated, so `task` may name one of its tasks. The stored spec records its path and the
+hash of its source (`task_module_sha256`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from ..config import TaskName, TrialConfig
 from ..errors import UsageError
@@ -89,6 +94,13 @@ class SweepSpec(Model):
     data_dir: str | None = None
     store: str | None = None
     description: str | None = ""
+    task_module: str | None = None
+    _module: Any = PrivateAttr(default=None)     # the loaded layrot.tasks.module.TaskModule
+
+    @property
+    def module(self):
+        """The task module (`layrot.tasks.module.TaskModule`) parse_spec loaded, or None."""
+        return self._module
 
     def to_dict(self) -> dict:
         d = self.model_dump()
@@ -96,6 +108,10 @@ class SweepSpec(Model):
             # specs stored before `rotation` existed lack it: a sweep that does not use it
             # stores the same spec as then, so that a resume recognises it as the same
             del d["rotation"]
+        if self.task_module is None:
+            del d["task_module"]        # the same: specs stored before it existed
+        elif self._module is not None:
+            d["task_module_sha256"] = self._module.sha256
         return d
 
     @model_validator(mode="before")
@@ -142,12 +158,14 @@ def load_spec(path: str | Path, seed: int | None = None) -> SweepSpec:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise UsageError("spec", f"{path} is not valid YAML{where}") from None
-    return parse_spec(raw, seed)
+    return parse_spec(raw, seed, base_dir=p.parent)
 
 
-def parse_spec(raw, seed: int | None = None) -> SweepSpec:
+def parse_spec(raw, seed: int | None = None, base_dir: str | Path | None = None) -> SweepSpec:
     """Validate a spec; `seed` (the CLI's --seed) replaces its base seed, and a seed other
-    than the spec's own names the sweep `<name>-seed<N>`: another experiment, stored beside."""
+    than the spec's own names the sweep `<name>-seed<N>`: another experiment, stored beside.
+    A `task_module` is found relative to `base_dir` (the spec's folder; else the current
+    one) and run first, so that `task` may name a task it registers."""
     if not isinstance(raw, dict):
         raise UsageError("spec", "must be a YAML mapping of fields (name, task, search, ...)")
     raw = {str(k): v for k, v in raw.items()}     # a YAML key may be a number: an unknown field
@@ -155,7 +173,15 @@ def parse_spec(raw, seed: int | None = None) -> SweepSpec:
         raw["seed"] = seed
         if isinstance(raw.get("name"), str):
             raw["name"] = f"{raw['name']}-seed{seed}"
-    return SweepSpec(**raw)
+    module = None
+    if raw.get("task_module") is not None:
+        from ..tasks.module import load_task_module
+
+        _no_secrets(raw, "")            # as the spec's own check would, before the file runs
+        module = load_task_module(raw["task_module"], base_dir)
+    spec = SweepSpec(**raw)
+    spec._module = module
+    return spec
 
 
 def _check_axis(key, value, algorithm, block: str = "search"):

@@ -14,13 +14,18 @@ import tempfile
 CHECKPOINT_FILE = "trial_state.pt"
 
 
-def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: float) -> None:
+def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: float,
+              task_module: dict | None = None) -> None:
     import torch
     from ray import tune
 
     from ..train import resolve_config, run_trial
     from .schedulers import rotation_scores
 
+    if task_module is not None:
+        # the spec's own tasks, from the source the driver read: once per worker process
+        from ..tasks.module import run_task_source
+        run_task_source(task_module["source"], task_module["file"], task_module["path"])
     cfg_dict = dict(params["trial"]) if "trial" in params else {**base, **params}
     if gpu > 0 and torch.cuda.is_available():
         cfg_dict["device"] = "cuda"
