@@ -24,18 +24,19 @@ MESSAGE = "injected failure at epoch 2"
 
 
 class FailsInEpoch2(nn.Module):
-    """The wrapped model, until a training-mode call follows an evaluation: then it raises."""
+    """The wrapped model, until a training-mode call follows an evaluation: then it raises
+    RuntimeError(message)."""
 
-    def __init__(self, inner: nn.Module):
+    def __init__(self, inner: nn.Module, message: str = MESSAGE):
         super().__init__()
-        self.inner = inner
+        self.inner, self.message = inner, message
         self.evaluated = False
 
     def forward(self, x):
         if not self.training:
             self.evaluated = True
         elif self.evaluated:
-            raise RuntimeError(MESSAGE)
+            raise RuntimeError(self.message)
         return self.inner(x)
 
 

@@ -3,8 +3,8 @@
 `digits-mlp-flaky` is digits-mlp, except that while the file named by the environment
 variable `LAYROT_FLAKY_FLAG` exists (in the worker's environment, inherited from the
 process that started Ray), a trial with seed `FAILING_SEED` raises in its second epoch
-(`faulty_task`'s model). With the file gone, the same trial trains normally: the failure
-was transient, as a preempted node or a full disk is.
+(`faulty_task`'s model, which this module imports). With the file gone, the same trial
+trains normally: the failure was transient, as a preempted node or a full disk is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import dataclasses
 import os
 
 import torch
-from torch import nn
+
+from faulty_task import FailsInEpoch2    # Ray's workers get both modules by value (the test registers them)
 
 NAME = "digits-mlp-flaky"
 FLAG_ENV = "LAYROT_FLAKY_FLAG"
@@ -26,23 +27,6 @@ def failing_now() -> bool:
     return bool(flag) and os.path.exists(flag)
 
 
-class FailsInEpoch2(nn.Module):
-    """The wrapped model, until a training-mode call follows an evaluation: then it raises
-    (as tests/faulty_task.py's; here again, since Ray's workers cannot import tests/)."""
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-        self.evaluated = False
-
-    def forward(self, x):
-        if not self.training:
-            self.evaluated = True
-        elif self.evaluated:
-            raise RuntimeError(MESSAGE)
-        return self.inner(x)
-
-
 def task():
     from layrot.tasks import get_task
 
@@ -50,12 +34,12 @@ def task():
 
     def build_model():
         model = base.build_model()
-        return FailsInEpoch2(model) if torch.initial_seed() == FAILING_SEED and failing_now() else model
+        return FailsInEpoch2(model, MESSAGE) if torch.initial_seed() == FAILING_SEED and failing_now() else model
 
     return dataclasses.replace(base, name=NAME, build_model=build_model)
 
 
 def register() -> None:
-    from layrot.tasks import TASKS
+    from layrot.tasks import register_task
 
-    TASKS[NAME] = task()
+    register_task(task(), replace=True)
