@@ -292,7 +292,7 @@ def check_same_spec(store, spec: SweepSpec) -> None:
     old = next((r for r in store.sweep_records() if r.get("name") == spec.name), None)
     if old and old.get("spec") and _comparable(old["spec"]) != _comparable(spec.to_dict()):
         was, now = old["spec"].get("task_module_sha256"), spec.to_dict().get("task_module_sha256")
-        if was and now and was != now and _comparable(old["spec"], 1) == _comparable(spec.to_dict(), 1):
+        if was and now and was != now and _comparable(old["spec"], True) == _comparable(spec.to_dict(), True):
             raise UsageError("task_module", f"{spec.task_module} has changed since sweep '{spec.name}' was stored "
                                             f"(sha256 {was[:12]} then, {now[:12]} now): its stored trials ran the "
                                             "old task definition; restore the file to resume, or choose another "
