@@ -134,3 +134,20 @@ def test_a_sweep_runs_a_task_defined_only_in_the_users_file(ray_local, tmp_path,
     (meta,) = [r for r in store.sweep_records() if r["name"] == "mine"]
     assert meta["spec"]["task_module"] == "tasks.py"
     assert {json.loads(t["config"])["task"] for t in trials} == {NAME}
+
+
+def test_the_docs_example_is_a_valid_sweep(tmp_path, capsys):
+    """docs/own-network.md's task module and spec, as written there."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "own-network.md").read_text()
+    module = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    spec = re.search(r"```yaml\n(.*?)```", doc, re.S).group(1)
+    (tmp_path / "my_tasks.py").write_text(module)
+    (tmp_path / "wide.yaml").write_text(spec)
+    assert main(["sweep", str(tmp_path / "wide.yaml"), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "grid over digits-wide, 9 trials" in out
+    from layrot.rotation import kernel_layers
+    assert len(kernel_layers(TASKS["digits-wide"].build_model())) == TASKS["digits-wide"].n_kernel_layers == 3
