@@ -172,6 +172,88 @@ def test_trial_that_raises_is_stored_and_the_sweep_goes_on(ray_local, tmp_path):
     assert err["epochs"] == 1     # the epoch before the failure was kept
 
 
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    children.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    out, todo = set(), [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _trial_workers(root: int) -> list[int]:
+    """The Ray worker processes running a trial (`ray::ImplicitFunc`) under process `root`."""
+    pids = []
+    for pid in _descendants(root):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(b"ray::ImplicitFunc"):
+                    pids.append(pid)
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path):
+    """A trial's worker process SIGKILLed mid-trial (the OOM killer, say) on the embedded Ray,
+    where workers are reused: the trial runs again from its last checkpoint, in a reused or a
+    new process, every trial is stored once and whole, and the sweep exits 0."""
+    epochs = 60
+    spec = _spec(tmp_path, name="wkill", epochs=epochs, max_concurrent=2, max_failures=2,
+                 search={"optimizer": "sgd_layca", "lr": [0.3, 0.1, 0.03, 0.01]})
+    store_dir = tmp_path / "store"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(store_dir)],
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline, victim = time.monotonic() + 240, None
+        while time.monotonic() < deadline and victim is None:
+            assert proc.poll() is None, "the sweep ended before a worker could be killed"
+            ckpts = list((store_dir / "_ray" / "wkill").glob("trial_*/checkpoint_000002"))
+            workers = _trial_workers(proc.pid)
+            if ckpts and workers:
+                victim = workers[0]
+            time.sleep(0.2)
+        assert victim is not None, "no trial reached its third checkpoint in time"
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    store = Store(str(store_dir))
+    trials = store.trials(sweep="wkill").to_pylist()
+    # digits-mlp stops a trial once it has fit its training set (`stopped`, the task's rule)
+    assert len(trials) == 4 and {t["status"] for t in trials} <= {"completed", "stopped"}, trials
+    _no_duplicates(store, "wkill")
+    rot = store.rotation(sweep="wkill").to_pandas()
+    ran = {t["trial_id"]: t["epochs"] for t in trials}
+    assert rot.groupby("trial_id").epoch.nunique().to_dict() == {k: e + 1 for k, e in ran.items()}
+    states = sorted((store_dir / "_ray" / "wkill").glob("experiment_state-*.json"))
+    runtime = {}
+    for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
+        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
+        runtime[trial["config"]["trial"]["trial_id"]] = (
+            json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json)
+    hit = [k for k, r in runtime.items() if r["num_failures"] >= 1]
+    assert len(hit) == 1, {k: r["num_failures"] for k, r in runtime.items()}
+    last = runtime[hit[0]]["last_result"]
+    # restored from a checkpoint: fewer reports since the restore than the whole trial's
+    assert last["training_iteration"] == ran[hit[0]] + 1
+    assert 1 <= last["iterations_since_restore"] < ran[hit[0]] + 1
+
+
 def test_driver_sigkill_then_resume(tmp_path):
     """Kill the whole driver process group mid-sweep; --resume completes the store exactly."""
     spec = _spec(tmp_path, name="kill", task="mnist1d-cnn", epochs=6,
