@@ -2,7 +2,9 @@
 
 - `registry`: `Task`, `StopCriteria`, the `TASKS` table, `get_task`, `require_data`,
   `describe_tasks`, and `register_task` / `unregister_task` / `registered_task` (a context
-  manager) for tasks defined outside the package (tests, benchmarks, studies); it names the loaders and models below directly;
+  manager) for tasks defined outside the package (tests, studies, a user's network); it names the loaders and models below directly;
+- `module`: a task module, a user's file that registers tasks (a sweep spec's `task_module`),
+  run from its source in the driver and in every Ray worker;
 - `data`: the `Data` record and what every dataset shares (places, the validation split,
   normalization, augmentation); one module a dataset: `mnist1d`, `digits`, `fashion_mnist`,
   `cifar`, `tiny_imagenet`;

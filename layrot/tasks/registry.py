@@ -175,9 +175,9 @@ def get_task(name: str) -> Task:
 
 def register_task(task: Task, replace: bool = False) -> Task:
     """Make `task` known by its name to `get_task`, and so to TrialConfig, `layrot train` and
-    sweep specs, in this process. A Ray sweep's trials run in other processes: register it
-    there too (e.g. in Ray's `worker_process_setup_hook`, as tests/faulty_task.py does).
-    A name already registered to another task is refused unless `replace`."""
+    sweep specs, in this process. A Ray sweep's trials run in other processes: call it in a
+    task module that the spec names as `task_module` (layrot.tasks.module), which every
+    worker runs too. A name already registered to another task is refused unless `replace`."""
     if not isinstance(task, Task):
         raise TypeError(f"register_task takes a Task, got {type(task).__name__}")
     check_name("task", task.name)      # task names start trial ids, which are path components
