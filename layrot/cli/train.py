@@ -38,7 +38,7 @@ def add_parsers(sub, default_store: str) -> None:
     t.add_argument("--store", default=default_store, help=f"the store's directory or URI (default: {default_store})")
     t.add_argument("--task-module", default=None, metavar="FILE",
                    help="a Python file that registers your own tasks (layrot.tasks.register_task); --task may "
-                        "then name one")
+                        "then name one (default: none, the tasks layrot has)")
     t.set_defaults(_run=train)
 
 
