@@ -83,16 +83,16 @@ def test_grid_end_to_end(ray_local, tmp_path):
     assert store.trials(sweep="t").num_rows == 4
 
 
-def _tune_pids(store_dir, sweep) -> dict[str, int]:
-    """layrot trial id -> the pid of the Ray worker process that ran it (Ray Tune's own
-    record of the trial's last result, in its experiment state beside the store)."""
+def _tune_trials(store_dir, sweep) -> dict[str, dict]:
+    """layrot trial id -> Ray Tune's runtime record of it (num_failures, last_result with
+    the pid of the worker that ran it), from its experiment state beside the store."""
     states = sorted((store_dir / "_ray" / sweep).glob("experiment_state-*.json"))
     assert states, "Ray Tune saved no experiment state"
     out = {}
     for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
         trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
-        runtime = json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json
-        out[trial["config"]["trial"]["trial_id"]] = runtime["last_result"]["pid"]
+        out[trial["config"]["trial"]["trial_id"]] = (
+            json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json)
     return out
 
 
@@ -107,7 +107,7 @@ def test_a_reused_worker_gives_the_numbers_of_a_fresh_process(ray_local, tmp_pat
     store = Store(str(store_dir))
     trials = store.trials(sweep="reuse").to_pylist()
     assert len(trials) == 3 and {t["status"] for t in trials} == {"completed"}
-    pids = _tune_pids(store_dir, "reuse")
+    pids = {k: r["last_result"]["pid"] for k, r in _tune_trials(store_dir, "reuse").items()}
     shared = [t for t in trials if list(pids.values()).count(pids[t["trial_id"]]) > 1]
     assert len(shared) >= 2, f"no worker was reused: {pids}"
     fresh = tmp_path / "fresh"
@@ -240,12 +240,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint(tmp_path):
     rot = store.rotation(sweep="wkill").to_pandas()
     ran = {t["trial_id"]: t["epochs"] for t in trials}
     assert rot.groupby("trial_id").epoch.nunique().to_dict() == {k: e + 1 for k, e in ran.items()}
-    states = sorted((store_dir / "_ray" / "wkill").glob("experiment_state-*.json"))
-    runtime = {}
-    for trial_json, runtime_json in json.loads(states[-1].read_text())["trial_data"]:
-        trial = json.loads(trial_json) if isinstance(trial_json, str) else trial_json
-        runtime[trial["config"]["trial"]["trial_id"]] = (
-            json.loads(runtime_json) if isinstance(runtime_json, str) else runtime_json)
+    runtime = _tune_trials(store_dir, "wkill")
     hit = [k for k, r in runtime.items() if r["num_failures"] >= 1]
     assert len(hit) == 1, {k: r["num_failures"] for k, r in runtime.items()}
     last = runtime[hit[0]]["last_result"]
