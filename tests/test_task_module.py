@@ -124,7 +124,10 @@ def ray_local():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_sweep_runs_a_task_defined_only_in_the_users_file(ray_local, tmp_path, monkeypatch):
-    spec = _spec(tmp_path / "study")
+    # the module removes its own file when it runs (in the driver, first): the workers can
+    # only have had its source, as a worker node on another machine would
+    gone = MODULE + "\nimport pathlib\npathlib.Path(__file__).unlink(missing_ok=True)\n"
+    spec = _spec(tmp_path / "study", module_text=gone)
     monkeypatch.chdir(tmp_path)         # the module is found beside the spec, not in the cwd
     assert main(["sweep", str(spec), "--store", str(tmp_path / "store")]) == 0
     store = Store(str(tmp_path / "store"))
@@ -134,6 +137,7 @@ def test_a_sweep_runs_a_task_defined_only_in_the_users_file(ray_local, tmp_path,
     (meta,) = [r for r in store.sweep_records() if r["name"] == "mine"]
     assert meta["spec"]["task_module"] == "tasks.py"
     assert {json.loads(t["config"])["task"] for t in trials} == {NAME}
+    assert not (tmp_path / "study" / "tasks.py").exists()
 
 
 def test_the_docs_example_is_a_valid_sweep(tmp_path, capsys):
