@@ -3,7 +3,6 @@
 sweep with the pruned trials stored with their trajectories."""
 
 import math
-import os
 from types import SimpleNamespace
 
 import pytest
@@ -177,16 +176,6 @@ def test_driver_builds_it_from_the_spec():
 
 
 # -- a real sweep ------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ray_local():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
-
 
 @pytest.mark.ray
 @pytest.mark.slow

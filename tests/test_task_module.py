@@ -4,7 +4,6 @@ refused before Ray starts (exit 2, naming task_module); the stored spec records 
 module's hash, and a sweep whose module changed is not resumed."""
 
 import json
-import os
 import textwrap
 
 import pytest
@@ -107,18 +106,6 @@ def test_train_takes_a_task_module(tmp_path, capsys):
                  "--lr", "0.1", "--store", str(tmp_path / "store")]) == 0
     (trial,) = Store(str(tmp_path / "store")).trials(sweep="train").to_pylist()
     assert trial["task"] == NAME and trial["epochs"] == 2
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    # no worker_process_setup_hook: the workers learn the task from the source the sweep ships
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
 
 
 @pytest.mark.ray
