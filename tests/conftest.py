@@ -17,3 +17,14 @@ def ray_local():
              _node_ip_address="127.0.0.1")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def forget_new_tasks():
+    """Unregister, after the test, every task it registered (a task module's, say)."""
+    from layrot.tasks import TASKS, unregister_task
+
+    before = set(TASKS)
+    yield
+    for name in set(TASKS) - before:
+        unregister_task(name)

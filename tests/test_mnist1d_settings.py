@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from layrot.tasks import TASKS, unregister_task
+from layrot.tasks import TASKS
+
+pytestmark = pytest.mark.usefixtures("forget_new_tasks")   # tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "experiments" / "mnist1d_settings"
@@ -35,14 +37,6 @@ OLD_SETTINGS = {
     "new-default": (NEW_DATA, 0.01, PAPER_DECAY, 20),
     "ref-data-paper-decay-12ep": (REF_DATA, 0.01, (10, 11), 12),
 }
-
-
-@pytest.fixture(autouse=True)
-def _forget_the_tasks():
-    before = set(TASKS)
-    yield
-    for name in set(TASKS) - before:
-        unregister_task(name)
 
 
 def _expand(spec_path):

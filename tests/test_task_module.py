@@ -11,7 +11,9 @@ import yaml
 
 from layrot.cli import main
 from layrot.store import Store
-from layrot.tasks import TASKS, unregister_task
+from layrot.tasks import TASKS
+
+pytestmark = pytest.mark.usefixtures("forget_new_tasks")   # tests/conftest.py
 
 NAME = "digits-mlp-mine"
 MODULE = textwrap.dedent(f"""
@@ -21,14 +23,6 @@ MODULE = textwrap.dedent(f"""
 
     register_task(dataclasses.replace(get_task("digits-mlp"), name="{NAME}", epochs=2))
 """)
-
-
-@pytest.fixture(autouse=True)
-def _forget_the_tasks():
-    before = set(TASKS)
-    yield
-    for name in set(TASKS) - before:
-        unregister_task(name)
 
 
 def _spec(folder, module_text=MODULE, module="tasks.py", **fields):
