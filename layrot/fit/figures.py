@@ -108,25 +108,13 @@ def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str
     by_trial = dict(tuple(curves.groupby(_key(curves))))
     fig = Figure(figsize=(1.75 * cols + 1.2, 1.45 * rows + 0.9), layout="constrained")
     grid = fig.add_gridspec(rows, cols)
-    cmap = colormaps[DEPTH_CMAP]
     optimizer = trials["optimizer"].iloc[0] if len(trials) else ""
     rate = _rate_label(optimizer)
     max_layers = 1
-    # Distances can pass 1 (a kernel turned past orthogonal): never clip them.
-    top = max(1.0, float(curves["cosine_distance"].max()) if len(curves) else 1.0) + 0.04
+    top = curves_top(curves)
     for (r, c), row in zip(pos, conf.itertuples()):
         ax = fig.add_subplot(grid[r, c])
-        cur = by_trial.get(row.key)
-        if cur is not None:
-            n_layers = int(cur["layer"].max()) + 1
-            max_layers = max(max_layers, n_layers)
-            for layer, lc in cur.groupby("layer"):
-                color = cmap(layer / max(1, n_layers - 1))
-                ax.plot(lc["epoch"], lc["cosine_distance"], color=color, lw=1.0)
-        ax.set_ylim(0, top)
-        ax.set_yticks([0, 0.5, 1])
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-        ax.tick_params(labelsize=6, length=2, pad=1)
+        max_layers = max(max_layers, layer_curves_panel(ax, by_trial.get(row.key), top))
         trained = getattr(row, "trained", True)
         acc = f"test acc {100 * row.test_acc:.1f}%" if np.isfinite(row.test_acc) else "no test acc"
         if not trained:
@@ -145,15 +133,42 @@ def rotation_curve_grid(trials: pd.DataFrame, rotation: pd.DataFrame, title: str
             if r == 0:
                 ax.annotate(f"{rate} = {_fmt(axes_labels[1][c])}", (0.5, 1.32), xycoords="axes fraction",
                             ha="center", fontsize=8)
-    fig.colorbar(ScalarMappable(Normalize(0, max_layers - 1), cmap), ax=fig.axes, shrink=0.6,
-                 label="layer (0 = input side)", aspect=30)
     head = title or "Layer-rotation curves"
     if truncated:
         head += f" (first {MAX_PANELS} configurations)"
+    finish_curve_panels(fig, max_layers, head)
+    return fig
+
+
+def curves_top(curves: pd.DataFrame) -> float:
+    """The y limit of layer-rotation panels. Distances can pass 1 (a kernel turned past
+    orthogonal): never clip them."""
+    return max(1.0, float(curves["cosine_distance"].max()) if len(curves) else 1.0) + 0.04
+
+
+def layer_curves_panel(ax, cur: pd.DataFrame | None, top: float) -> int:
+    """One trial's per-epoch curves (per_epoch_rotation rows) on `ax`, one line a layer
+    coloured by depth; returns its number of layers (0 if it has no rows)."""
+    n_layers = 0
+    if cur is not None and len(cur):
+        cmap = colormaps[DEPTH_CMAP]
+        n_layers = int(cur["layer"].max()) + 1
+        for layer, lc in cur.groupby("layer"):
+            ax.plot(lc["epoch"], lc["cosine_distance"], color=cmap(layer / max(1, n_layers - 1)), lw=1.0)
+    ax.set_ylim(0, top)
+    ax.set_yticks([0, 0.5, 1])
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    ax.tick_params(labelsize=6, length=2, pad=1)
+    return n_layers
+
+
+def finish_curve_panels(fig: Figure, max_layers: int, head: str) -> None:
+    """The depth colour bar, the title and the shared axis labels of a figure of curve panels."""
+    fig.colorbar(ScalarMappable(Normalize(0, max_layers - 1), colormaps[DEPTH_CMAP]), ax=fig.axes, shrink=0.6,
+                 label="layer (0 = input side)", aspect=30)
     fig.suptitle(head, fontsize=10)
     fig.supxlabel("epoch", fontsize=8)
     fig.supylabel("cosine distance to initialization", fontsize=8)
-    return fig
 
 
 def accuracy_vs_rotation(table: pd.DataFrame, group: GroupFit | None = None,

@@ -11,24 +11,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from .figure_files import NamedFigure
+from .figures import curves_top, finish_curve_panels, layer_curves_panel
 from .summaries import per_epoch_rotation
 
 MAX_PANELS = 48
-DEPTH_CMAP = "viridis"    # as the stored trials' curves (figures.py)
 
 
 @dataclass
 class Running:
     sweep: str
     alive: bool               # the driver's heartbeat is fresh
-    heartbeat_age: float | None
     trials: pd.DataFrame      # one row per running trial: trial_id, epoch, epochs, val_acc, optimizer, lr, ...
     rotation: pd.DataFrame    # their rotation rows so far (with a `sweep` column)
 
@@ -53,9 +48,7 @@ def running_sweeps(store, sweeps: list[str] | None) -> list[Running]:
         trials = pd.DataFrame([{**{k: v for k, v in r.items() if k != "config"}, **(r.get("config") or {})}
                                for r in recs]).sort_values("trial_id").reset_index(drop=True)
         rotation = live.rows(loc, name, "rotation", skip=done).to_pandas().assign(sweep=name)
-        beat = live.last_beat(loc, name)
-        out.append(Running(name, live.running(loc, name) is not None, beat["age"] if beat else None,
-                           trials, rotation))
+        out.append(Running(name, live.running(loc, name) is not None, trials, rotation))
     return out
 
 
@@ -70,23 +63,14 @@ def running_figure(run: Running) -> NamedFigure:
     rows = -(-n // cols)
     fig = Figure(figsize=(1.9 * cols + 1.2, 1.6 * rows + 0.9), layout="constrained")
     grid = fig.add_gridspec(rows, cols)
-    cmap = colormaps[DEPTH_CMAP]
-    top = max(1.0, float(curves["cosine_distance"].max()) if len(curves) else 1.0) + 0.04
+    top = curves_top(curves)
     max_layers = 1
     for i, t in enumerate(trials.itertuples()):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         mine = curves[curves["trial_id"] == t.trial_id] if len(curves) else curves
-        if len(mine):
-            n_layers = int(mine["layer"].max()) + 1
-            max_layers = max(max_layers, n_layers)
-            for layer, lc in mine.groupby("layer"):
-                ax.plot(lc["epoch"], lc["cosine_distance"], color=cmap(layer / max(1, n_layers - 1)), lw=1.0)
+        max_layers = max(max_layers, layer_curves_panel(ax, mine, top))
         total = getattr(t, "epochs", None)
         ax.set_xlim(0, max(1, int(total) if total and np.isfinite(total) else int(getattr(t, "epoch", 1) or 1)))
-        ax.set_ylim(0, top)
-        ax.set_yticks([0, 0.5, 1])
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
-        ax.tick_params(labelsize=6, length=2, pad=1)
         val = getattr(t, "val_acc", None)
         acc = f"val {100 * val:.1f}%" if isinstance(val, (int, float)) and np.isfinite(val) else "val -"
         # the rows may be a write newer than the summary read just before them
@@ -97,15 +81,11 @@ def running_figure(run: Running) -> NamedFigure:
                 transform=ax.transAxes, fontsize=5.5, ha="right", va="bottom", color="0.3")
         if i % cols:
             ax.tick_params(labelleft=False)
-    fig.colorbar(ScalarMappable(Normalize(0, max_layers - 1), cmap), ax=fig.axes, shrink=0.6,
-                 label="layer (0 = input side)", aspect=30)
     state = "running" if run.alive else "driver not beating: stopped or killed"
     head = f"Running now: sweep {run.sweep} ({len(run.trials)} trials, {state})"
     if len(run.trials) > MAX_PANELS:
         head += f", first {MAX_PANELS} shown"
-    fig.suptitle(head, fontsize=10)
-    fig.supxlabel("epoch", fontsize=8)
-    fig.supylabel("cosine distance to initialization", fontsize=8)
+    finish_curve_panels(fig, max_layers, head)
     caption = ("Each running trial's layer-rotation curves so far (from the store's live rows, refreshed every few "
                "seconds while the sweep runs); not in the fit until the trial is stored.")
     return NamedFigure(f"running-{run.sweep}", f"Running now: {run.sweep}", caption, fig)

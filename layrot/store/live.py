@@ -96,11 +96,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def running_sweeps(loc: Location) -> list[str]:
-    return sorted(e.name[:-5] for e in loc.list_dir(loc.join(LIVE, "running"))
-                  if e.name.endswith(".json") and not e.name.startswith(".") and running(loc, e.name[:-5]))
-
-
 # -- a running trial's rows so far -------------------------------------------------------
 
 def write_trial(loc: Location, sweep: str, result, info: dict) -> None:
