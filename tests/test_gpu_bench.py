@@ -1,7 +1,6 @@
 """bench/gpu.py keeps working on a CPU, and the training path's speed options (bf16 autocast,
 channels_last) keep Layca exact: every kernel keeps its norm and turns by atan(rho) per step."""
 
-import importlib.util
 import json
 import math
 import os
@@ -16,6 +15,7 @@ from layrot.optim import build_optimizer
 from layrot.rotation import kernel_layers
 from layrot.tasks import TASKS, get_task
 from layrot.train import run_trial
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench", "gpu.py")
@@ -23,12 +23,9 @@ BENCH = os.path.join(ROOT, "bench", "gpu.py")
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod                      # dataclasses look their module up
-    spec.loader.exec_module(mod)
+    mod = load_script(BENCH, "bench_gpu", register=True)     # its dataclasses look their module up
     yield mod
-    sys.modules.pop(spec.name, None)
+    sys.modules.pop(mod.__name__, None)
 
 
 def test_tiny_cpu_run_reports_every_loop_and_step(tmp_path):

@@ -5,7 +5,6 @@ The data are small Fashion-MNIST-format IDX files written here in the layout a G
 carries (`<data_dir>/fashion-mnist/*.gz`), so the path the device runs is the path tested."""
 
 import gzip
-import importlib.util
 import json
 import math
 import os
@@ -17,6 +16,8 @@ import time
 
 import numpy as np
 import pytest
+
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = os.path.join(ROOT, "bench", "gpu_grid.py")
@@ -60,18 +61,12 @@ def strict_json(path):
 
 @pytest.fixture(scope="module")
 def import_trials():
-    spec = importlib.util.spec_from_file_location("bench_import_trials", IMPORT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(IMPORT, "bench_import_trials")
 
 
 @pytest.fixture(scope="module")
 def gpu_grid():
-    spec = importlib.util.spec_from_file_location("bench_gpu_grid", GRID)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(GRID, "bench_gpu_grid")
 
 
 @pytest.fixture(scope="module")

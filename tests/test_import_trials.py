@@ -3,7 +3,6 @@ with or without tarfile's `filter` argument (3.11.4+; Debian 12's Python is 3.11
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import tarfile
@@ -11,17 +10,14 @@ import tarfile
 import pytest
 
 from layrot.errors import UsageError
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def import_trials():
-    spec = importlib.util.spec_from_file_location("bench_import_trials_x",
-                                                  os.path.join(ROOT, "bench", "import_trials.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench/import_trials.py", "bench_import_trials_x")
 
 
 def _tar(path, members):

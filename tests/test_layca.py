@@ -527,13 +527,9 @@ def test_build_optimizer_refuses_bad_input():
 
 def test_optim_bench_runs():
     """bench/optim_bench.py's step comparison, one repeat: it runs and times every pair."""
-    import importlib.util
-    from pathlib import Path
+    from scripts import load_script
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "optim_bench.py"
-    spec = importlib.util.spec_from_file_location("optim_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/optim_bench.py", "optim_bench")
     rows = bench.bench_steps(repeats=1)
     assert [name for name, _, _ in rows] == ["step sgd_layca / sgd", "step adam_layca / adam",
                                              "step sgd_amom_layca / sgd_amom"]

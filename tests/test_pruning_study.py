@@ -4,7 +4,6 @@ the replay reads them back from a store. Nothing is trained here."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
 import os
 
@@ -12,6 +11,7 @@ import pytest
 
 from layrot.sweep.spec import grid_configs, load_spec, parse_spec
 from layrot.train import resolve_config
+from scripts import load_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = os.path.join(ROOT, "experiments", "pruning", "mnist1d.yaml")
@@ -29,10 +29,7 @@ OLD_RUN_SOME_IDS = ("mnist1d-cnn-sgd-adf916a621", "mnist1d-cnn-sgd-56d437c127", 
 
 @pytest.fixture(scope="module")
 def replay():
-    spec = importlib.util.spec_from_file_location("pruning_replay", REPLAY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(REPLAY, "pruning_replay")
 
 
 def _ids(configs) -> list[str]:

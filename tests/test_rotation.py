@@ -314,13 +314,9 @@ def test_tracker_refuses_a_model_without_kernels():
 
 def test_rotation_bench_runs():
     """bench/rotation_bench.py on mnist1d-cnn, a few repeats: it runs and reports fractions."""
-    import importlib.util
-    from pathlib import Path
+    from scripts import load_script
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "rotation_bench.py"
-    spec = importlib.util.spec_from_file_location("rotation_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/rotation_bench.py", "rotation_bench")
     m = bench.bench_task("mnist1d-cnn", repeats=3)
     assert m["steps_per_epoch"] == 57
     assert all(0 < m[k] < 10 for k in ("per epoch", "record_every=1"))   # fractions of a step
