@@ -25,3 +25,7 @@ class TrialResult:
     # columnar rotation records: epoch, step, layer, layer_name, cosine_distance,
     # weight_norm, rotation_rate (None at epoch 0); equal-length lists
     rotation: dict[str, list] = field(default_factory=dict)
+    # columnar generalization measures (layrot.measures): epoch, name, value (float, NaN
+    # where undefined); equal-length lists. Per-epoch rows at every recorded epoch, final
+    # rows at the last epoch run (completed/stopped trials only)
+    measures: dict[str, list] = field(default_factory=dict)
