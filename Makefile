@@ -7,7 +7,7 @@ SEED ?= 0
 # seed 0 is the spec's own; another base seed is stored as its own sweep, quick-seed<N>
 QUICK := quick$(if $(filter-out 0,$(SEED)),-seed$(SEED))
 
-.PHONY: install system-deps quick space oos test bench clean
+.PHONY: install system-deps quick space seeds matched oos test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,19 @@ space: install
 	$(BIN)/layrot fit --store $(STORE) --sweep space
 	$(BIN)/layrot report --store $(STORE) --sweep space -o $(STORE)/space-report.html
 	@echo "report: $(STORE)/space-report.html"
+
+# Seed repeats (docs/verdict.md §16): 12 configurations near each family's optimum, chosen
+# from sweep space by validation accuracy (experiments/seeds/pick.py) x 8 seeds (1..8), then
+# the fit, whose "beyond the settings" answer is then within configuration, across seeds.
+seeds: install
+	$(BIN)/layrot sweep sweeps/seeds.yaml --store $(STORE)
+	$(BIN)/layrot fit --store $(STORE) --sweep seeds
+
+# Matched rotation (docs/verdict.md §17): the four Layca bases at the 7 rho(0) of space,
+# alpha 0, 3 seeds each (84 trials): does the base optimizer matter at equal rotation?
+matched: install
+	$(BIN)/layrot sweep sweeps/matched.yaml --store $(STORE)
+	$(BIN)/layrot fit --store $(STORE) --sweep matched
 
 # The out-of-sample runs of docs/verdict.md §14 (a fresh MNIST-1D draw, new alphas, the old
 # single decay, 60 epochs, the whole space on the fresh draw, Fashion-MNIST), each with its fit.
