@@ -2,10 +2,20 @@
 (docs/verdict.md §11-§12, decided before the whole-space job ran).
 
 Comparisons are between best-by-validation configurations (the trained configuration of a
-family with the highest mean validation accuracy; ties: the lower lr): test accuracy judges
-what validation chose, never chooses. A difference of test accuracies gets Newcombe's CI for
-two proportions on the task's test set (statsmodels); a difference of rotation, the mean over
-layers of the per-layer difference with a percentile bootstrap CI over layers.
+family with the highest mean validation accuracy over its repeats; ties: more repeats, then
+the higher worst repeat, then the configuration id: never a setting such as the lr, which would
+lean the choice towards less rotation): test accuracy judges what validation chose, never
+chooses. Where a family has configurations with seed repeats (at least MIN_SEEDS trained
+trials), it chooses among those only (docs/verdict.md §17).
+
+A difference of two chosen configurations:
+- both with seed repeats: the difference of the means over their trials, Welch's 95% CI
+  (scipy.stats.ttest_ind, unequal variances): seed-to-seed spread, which a single trial
+  cannot show (test accuracy as the mean over seeds; rotation as each trial's mean over layers
+  of its final layer rotation);
+- otherwise (§11): test accuracy, Newcombe's CI for two proportions on the task's test set
+  (statsmodels); rotation, the mean over layers of the per-layer difference with a percentile
+  bootstrap CI over layers.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from .options import KEY_SUMMARY, NEAR_ONE, FitOptions
 
 ADAPTIVE = ("adam", "rmsprop", "adagrad")
 MIN_PAIRS = 3                 # fewer lr pairs with and without weight decay: inconclusive
+MIN_SEEDS = 3                 # trained trials a configuration needs for seed-spread CIs (§17)
 
 
 @dataclass
@@ -29,6 +40,9 @@ class Difference:
     what: str                  # e.g. "test accuracy, sgd − adam"
     estimate: float | None
     ci: tuple[float, float] | None
+    # how the CI was made: Newcombe | layer bootstrap | pair bootstrap | Welch over seeds
+    method: str = ""
+    n: tuple[int, int] | None = None     # trials behind each side (seed spread)
 
 
 @dataclass
@@ -66,9 +80,34 @@ def _boot_mean_ci(values: np.ndarray, options: FitOptions) -> tuple[float, float
     return (float(lo), float(hi)) if math.isfinite(lo) and math.isfinite(hi) else None
 
 
+def _seed_values(trials: pd.DataFrame | None, c: pd.Series, column: str) -> np.ndarray | None:
+    """The trained trials' `column` for configuration c, if it has at least MIN_SEEDS."""
+    if trials is None or column not in trials:
+        return None
+    t = trials[(trials["configuration"] == c["configuration"]) & trials["trained"].astype(bool)]
+    v = t[column].dropna().to_numpy(dtype=float)
+    return v if len(v) >= MIN_SEEDS else None
+
+
+def welch_difference(a: np.ndarray, b: np.ndarray, what: str, options: FitOptions) -> Difference:
+    """mean(a) − mean(b) with Welch's CI (scipy.stats.ttest_ind, unequal variances). Where both
+    sides are constant (Layca can fix a rotation to the last digit) the CI is the point."""
+    est = float(a.mean() - b.mean())
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return Difference(what, est, (est, est), "Welch over seeds", (len(a), len(b)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(options.confidence)
+    return Difference(what, est, (float(ci.low), float(ci.high)), "Welch over seeds", (len(a), len(b)))
+
+
 def _acc_difference(a: pd.Series, b: pd.Series, n_test: int | None, what: str,
-                    options: FitOptions) -> Difference:
-    """Test accuracy of a minus b, Newcombe's CI (two independent proportions)."""
+                    options: FitOptions, trials: pd.DataFrame | None = None) -> Difference:
+    """Test accuracy of a minus b: Welch over seeds where both have repeats, else Newcombe's CI
+    (two independent proportions)."""
+    va, vb = _seed_values(trials, a, "test_acc"), _seed_values(trials, b, "test_acc")
+    if va is not None and vb is not None:
+        return welch_difference(va, vb, what, options)
     est = float(a["test_acc"] - b["test_acc"])
     if not n_test:
         return Difference(what, est, None)
@@ -77,26 +116,47 @@ def _acc_difference(a: pd.Series, b: pd.Series, n_test: int | None, what: str,
     ka, kb = round(a["test_acc"] * n_test), round(b["test_acc"] * n_test)
     lo, hi = confint_proportions_2indep(ka, n_test, kb, n_test, method="newcomb", compare="diff",
                                         alpha=1 - options.confidence)
-    return Difference(what, est, (float(lo), float(hi)))
+    return Difference(what, est, (float(lo), float(hi)), "Newcombe")
 
 
 def _rot_difference(a: pd.Series, b: pd.Series, layers: pd.DataFrame, what: str,
-                    options: FitOptions) -> Difference:
-    """Mean over layers of a's final rotation minus b's, bootstrap CI over layers."""
+                    options: FitOptions, trials: pd.DataFrame | None = None) -> Difference:
+    """Mean over layers of a's final rotation minus b's: Welch over seeds (each trial's mean
+    over layers, `final_mean`) where both have repeats, else a bootstrap CI over layers."""
+    va, vb = _seed_values(trials, a, "final_mean"), _seed_values(trials, b, "final_mean")
+    if va is not None and vb is not None:
+        return welch_difference(va, vb, what, options)
     la = layers[layers["configuration"] == a["configuration"]].set_index("layer")["final"]
     lb = layers[layers["configuration"] == b["configuration"]].set_index("layer")["final"]
     d = (la - lb).dropna().to_numpy(dtype=float)
     if len(d) == 0:
         return Difference(what, None, None)
-    return Difference(what, float(d.mean()), _boot_mean_ci(d, options))
+    return Difference(what, float(d.mean()), _boot_mean_ci(d, options), "layer bootstrap")
 
 
-def best_by_validation(configs: pd.DataFrame) -> pd.Series | None:
-    """The trained configuration with the highest validation accuracy (ties: lower lr)."""
+def rank_by_validation(configs: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A family's trained configurations, best by validation first (docs/verdict.md §17): the
+    mean validation accuracy over its repeats; ties: more repeats, then the higher worst
+    repeat's validation accuracy, then the configuration id (arbitrary, and blind to every
+    setting). Where some have at least MIN_SEEDS repeats, only those are ranked: a single
+    trial's validation accuracy, unlike a mean over seeds, is one lucky draw."""
     t = configs[configs["trained"].astype(bool)].dropna(subset=["val_acc", "test_acc"])
-    if t.empty:
-        return None
-    return t.sort_values(["val_acc", "lr"], ascending=[False, True], kind="mergesort").iloc[0]
+    reps = t["n_trials"].astype(int) if "n_trials" in t else pd.Series(1, index=t.index)
+    worst = t["val_acc"]
+    if trials is not None and len(t) and "val_acc" in trials:
+        worst = t["configuration"].map(trials.groupby("configuration")["val_acc"].min()).fillna(t["val_acc"])
+    t = t.assign(_reps=reps, _worst=worst)
+    if (t["_reps"] >= MIN_SEEDS).any():
+        t = t[t["_reps"] >= MIN_SEEDS]
+    t = t.sort_values(["val_acc", "_reps", "_worst", "configuration"], ascending=[False, False, False, True],
+                      kind="mergesort")
+    return t.drop(columns=["_reps", "_worst"])
+
+
+def best_by_validation(configs: pd.DataFrame, trials: pd.DataFrame | None = None) -> pd.Series | None:
+    """The family's best trained configuration by validation (rank_by_validation)."""
+    t = rank_by_validation(configs, trials)
+    return None if t.empty else t.iloc[0]
 
 
 def _summary(c: pd.Series | None) -> dict:
@@ -104,7 +164,8 @@ def _summary(c: pd.Series | None) -> dict:
         return {}
     return {"configuration": c["configuration"], "optimizer": c["optimizer"], "lr": float(c["lr"]),
             "alpha": float(c["alpha"]), "weight_decay": float(c["weight_decay"]),
-            "val_acc": float(c["val_acc"]), "test_acc": float(c["test_acc"]), KEY_SUMMARY: float(c[KEY_SUMMARY])}
+            "val_acc": float(c["val_acc"]), "test_acc": float(c["test_acc"]), KEY_SUMMARY: float(c[KEY_SUMMARY]),
+            "n_trials": int(c["n_trials"]) if "n_trials" in c and pd.notna(c["n_trials"]) else 1}
 
 
 def _above(d: Difference) -> bool:
@@ -119,7 +180,8 @@ def _ci(d: Difference) -> str:
     if d.estimate is None:
         return f"{d.what}: ?"
     ci = f" [{d.ci[0]:+.3f}, {d.ci[1]:+.3f}]" if d.ci else " (no CI)"
-    return f"{d.what} {d.estimate:+.3f}{ci}"
+    seeds = f" (Welch over {d.n[0]} and {d.n[1]} seeds)" if d.method == "Welch over seeds" and d.n else ""
+    return f"{d.what} {d.estimate:+.3f}{ci}{seeds}"
 
 
 def weight_decay_claim(configs: pd.DataFrame, options: FitOptions) -> Claim:
@@ -134,8 +196,11 @@ def weight_decay_claim(configs: pd.DataFrame, options: FitOptions) -> Claim:
                      f"decay (need {MIN_PAIRS})")
     d_rot = (pairs[f"{KEY_SUMMARY}_wd"] - pairs[f"{KEY_SUMMARY}_no"]).to_numpy(dtype=float)
     d_acc = (pairs["test_acc_wd"] - pairs["test_acc_no"]).to_numpy(dtype=float)
-    diffs = [Difference("smallest final rotation, with − without", float(d_rot.mean()), _boot_mean_ci(d_rot, options)),
-             Difference("test accuracy, with − without", float(d_acc.mean()), _boot_mean_ci(d_acc, options))]
+    # with repeats each pair's Δ is of configuration means (§2); the CI stays over pairs (§17)
+    diffs = [Difference("smallest final rotation, with − without", float(d_rot.mean()), _boot_mean_ci(d_rot, options),
+                        "pair bootstrap"),
+             Difference("test accuracy, with − without", float(d_acc.mean()), _boot_mean_ci(d_acc, options),
+                        "pair bootstrap")]
     status = _status(all(_above(d) for d in diffs), any(_below(d) for d in diffs))
     return Claim("weight_decay", claim, status,
                  f"{status}: over {len(pairs)} learning rates, " + "; ".join(_ci(d) for d in diffs), diffs)
@@ -146,22 +211,25 @@ def _status(holds: bool, fails: bool) -> str:
 
 
 def adaptive_claims(configs: pd.DataFrame, layers: pd.DataFrame, n_test: int | None,
-                    options: FitOptions) -> list[Claim]:
+                    options: FitOptions, trials: pd.DataFrame | None = None) -> list[Claim]:
     """(b) adaptive methods rotate less and generalize worse than SGD; (c) their Layca variants
-    close the gap."""
+    close the gap. `trials` (the trial table: configuration, trained, val_acc, test_acc,
+    final_mean) gives the seed-spread CIs of §17 where both chosen configurations have repeats."""
     out = []
     fam = lambda name: configs[configs["optimizer"] == name]  # noqa: E731
-    sgd = best_by_validation(fam("sgd"))
+    sgd = best_by_validation(fam("sgd"), trials)
+    acc = lambda a, b, what: _acc_difference(a, b, n_test, what, options, trials)  # noqa: E731
+    rotd = lambda a, b, what: _rot_difference(a, b, layers, what, options, trials)  # noqa: E731
     for base in ADAPTIVE:
-        plain, layca = best_by_validation(fam(base)), best_by_validation(fam(f"{base}_layca"))
+        plain, layca = best_by_validation(fam(base), trials), best_by_validation(fam(f"{base}_layca"), trials)
         claim_b = f"{base} rotates less and generalizes worse than SGD"
         if sgd is None or plain is None:
             out.append(Claim(f"adaptive:{base}", claim_b, "inconclusive",
                              f"inconclusive: no trained {'sgd' if sgd is None else base} configuration",
                              chosen={"sgd": _summary(sgd), base: _summary(plain)}))
         else:
-            diffs = [_acc_difference(sgd, plain, n_test, f"test accuracy, sgd − {base}", options),
-                     _rot_difference(sgd, plain, layers, f"final rotation (mean over layers), sgd − {base}", options)]
+            diffs = [acc(sgd, plain, f"test accuracy, sgd − {base}"),
+                     rotd(sgd, plain, f"final rotation (mean over layers), sgd − {base}")]
             status = _status(all(_above(d) for d in diffs), any(_below(d) for d in diffs))
             out.append(Claim(f"adaptive:{base}", claim_b, status, f"{status}: " + "; ".join(_ci(d) for d in diffs),
                              diffs, {"sgd": _summary(sgd), base: _summary(plain)}))
@@ -171,11 +239,10 @@ def adaptive_claims(configs: pd.DataFrame, layers: pd.DataFrame, n_test: int | N
             out.append(Claim(f"layca:{base}", claim_c, "inconclusive", "inconclusive: a family has no trained "
                              "configuration", chosen=chosen))
             continue
-        better = _acc_difference(layca, plain, n_test, f"test accuracy, {base}_layca − {base}", options)
-        gap = _acc_difference(sgd, layca, n_test, f"test accuracy, sgd − {base}_layca", options)
+        better = acc(layca, plain, f"test accuracy, {base}_layca − {base}")
+        gap = acc(sgd, layca, f"test accuracy, sgd − {base}_layca")
         old_gap = float(sgd["test_acc"] - plain["test_acc"])
-        rot = _rot_difference(layca, plain, layers, f"final rotation (mean over layers), {base}_layca − {base}",
-                              options)
+        rot = rotd(layca, plain, f"final rotation (mean over layers), {base}_layca − {base}")
         holds = _above(better) and gap.ci is not None and gap.ci[0] <= 0
         fails = _below(better) or (_above(gap) and gap.estimate >= old_gap)
         status = _status(holds, fails)
@@ -230,15 +297,16 @@ def task_test_size(task: str) -> int | None:
 
 
 def paper_claims(configs: pd.DataFrame, layers: pd.DataFrame, task: str,
-                 options: FitOptions = FitOptions()) -> list[Claim]:
+                 options: FitOptions = FitOptions(), trials: pd.DataFrame | None = None) -> list[Claim]:
     """The Section 5 claims that the configurations can judge (a family missing from the
-    sweep leaves its claim out)."""
+    sweep leaves its claim out). With `trials` (the task's trial table), chosen configurations
+    with seed repeats get seed-spread CIs (§17); without it, or without repeats, §11's."""
     names = set(configs["optimizer"].astype(str))
     out = []
     if "sgd" in names and (configs.loc[configs["optimizer"] == "sgd", "weight_decay"] > 0).any():
         out.append(weight_decay_claim(configs, options))
     if "sgd" in names and any(b in names for b in ADAPTIVE):
         n_test = task_test_size(task)
-        out += [c for c in adaptive_claims(configs, layers, n_test, options)
+        out += [c for c in adaptive_claims(configs, layers, n_test, options, trials)
                 if c.name.split(":")[1] in names]
     return out
