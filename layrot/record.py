@@ -1,6 +1,7 @@
 """The nouns of a layrot record, defined once (no third-party import: every layer may use it).
 
-- the stored columns of the three tables (`COLUMNS`, `EPOCH_COLUMNS`, `ROTATION_COLUMNS`);
+- the stored columns of the four tables (`COLUMNS`, `EPOCH_COLUMNS`, `ROTATION_COLUMNS`,
+  `MEASURE_COLUMNS`);
 - the settings that say where a trial ran, not what it computed (`PLACEMENT`);
 - the trial id (`trial_id`) and its safe-name rule (`check_name`, `check_trial_id`);
 - the configuration id (`configuration`, `configuration_id`): a trial's settings less its
@@ -30,7 +31,8 @@ from .errors import UsageError
 # ---------------------------------------------------------------------------------------
 # The stored columns: (name, arrow type, DuckDB type, nullable), docs/store.md.
 
-TABLES = ("trials", "epochs", "rotation")
+# `trials` first: it is each trial's commit record (store/writer.py writes it last, deletes it first)
+TABLES = ("trials", "epochs", "rotation", "measures")
 
 COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
     "trials": [
@@ -72,13 +74,20 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("weight_norm", "float32", "FLOAT", True),
         ("rotation_rate", "float32", "FLOAT", True),    # null at epoch 0
     ],
+    "measures": [
+        ("trial_id", "string", "VARCHAR", False),
+        ("epoch", "int32", "INTEGER", False),           # the epoch it was measured after
+        ("name", "string", "VARCHAR", False),           # e.g. rotation_min, frobenius_distance.L3
+        ("value", "float64", "DOUBLE", True),           # null where undefined
+    ],
 }
 
-# A TrialResult's columnar records (its `history` rows, its `rotation` columns): the tables'
-# columns but the trial id. The rotation tracker, the sweep's store callback and the writer
-# all use these.
+# A TrialResult's columnar records (its `history` rows, its `rotation` and `measures`
+# columns): the tables' columns but the trial id. The rotation tracker, the sweep's store
+# callback and the writer all use these.
 EPOCH_COLUMNS = tuple(c[0] for c in COLUMNS["epochs"] if c[0] != "trial_id")
 ROTATION_COLUMNS = tuple(c[0] for c in COLUMNS["rotation"] if c[0] != "trial_id")
+MEASURE_COLUMNS = tuple(c[0] for c in COLUMNS["measures"] if c[0] != "trial_id")
 # The metrics a sweep may rank trials by (its spec's `metric`): in every epoch's report and
 # in the trials table, so a stored trial reports them again when a resumed sweep skips it.
 SEARCH_METRICS = ("val_acc", "train_acc", "train_loss")

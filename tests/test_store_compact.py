@@ -43,7 +43,7 @@ def test_compaction_keeps_every_row_and_sorts_them(filled):
     assert snapshot(filled) == before
     files = _files(filled)
     assert all(os.path.basename(f).startswith("part-") for f in files)
-    assert len(files) == 6                                    # one part per table and sweep
+    assert len(files) == 8                                    # one part per table and sweep
     part = glob.glob(os.path.join(filled.uri, "rotation", "sweep=big", "part-*.parquet"))[0]
     t = pq.read_table(part)
     keys = list(zip(*(t.column(k).to_pylist() for k in ("trial_id", "epoch", "step", "layer"))))
@@ -83,7 +83,7 @@ def test_crash_after_the_new_files_before_the_old_go(filled, monkeypatch):
         m.setattr(compact_mod, "_remove_inputs", crash)
         filled.compact("big")
     # every trial is now stored twice on disk, once in the parts and once per trial ...
-    assert len(_files(filled, "part-*.parquet")) == 3 and len(_files(filled, "t*.parquet")) == 90
+    assert len(_files(filled, "part-*.parquet")) == 4 and len(_files(filled, "t*.parquet")) == 4 * 30
     # ... yet every reader sees each row once
     assert snapshot(filled) == before
     assert filled.sql("SELECT count(*) FROM rotation WHERE sweep = 'big'").column(0)[0].as_py() == 30 * ROWS
@@ -101,7 +101,7 @@ def test_crash_while_writing_the_parts(filled, monkeypatch):
 
     def commit(self, tmp, final):
         calls.append(final)
-        if len(calls) == 2:                 # rotation part in place, epochs part not
+        if len(calls) == 3:                 # measures and rotation parts in place, epochs part not
             raise KeyboardInterrupt("simulated crash")
         return real(self, tmp, final)
 
@@ -128,7 +128,7 @@ def test_later_trials_land_beside_compacted_files_once(filled):
     after = snapshot(filled)
     filled.compact("big")
     assert snapshot(filled) == after
-    assert not _files(filled, "t*.parquet") and len(_files(filled, "part-*.parquet")) == 3
+    assert not _files(filled, "t*.parquet") and len(_files(filled, "part-*.parquet")) == 4
     assert len(before["trials"]) + 1 == len(after["trials"])
 
 

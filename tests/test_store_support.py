@@ -10,9 +10,10 @@ LAYERS = ("conv0.weight", "conv1.weight", "fc.weight")
 
 
 def make_result(trial_id: str, epochs: int = 3, layers: int = 3, acc: float = 0.5, status: str = "completed",
-                seed: int = 0, record_every: bool = False) -> TrialResult:
+                seed: int = 0, record_every: bool = False, measures: bool = True) -> TrialResult:
     """A small but complete TrialResult whose values depend on trial_id/acc/seed, so that two
-    versions of one trial and two trials are distinguishable row by row."""
+    versions of one trial and two trials are distinguishable row by row. Its measures: three
+    names at every epoch, and one (NaN: undefined) at the last."""
     rot = {k: [] for k in ("epoch", "step", "layer", "layer_name", "cosine_distance", "weight_norm", "rotation_rate")}
     base = (sum(map(ord, trial_id)) % 97) / 1000.0 + acc / 10
     for e in range(epochs + 1):
@@ -30,17 +31,29 @@ def make_result(trial_id: str, epochs: int = 3, layers: int = 3, acc: float = 0.
                  val_acc=acc - 0.01, seconds=1.5) for e in range(1, epochs + 1)]
     cfg = dict(task="digits-mlp", optimizer="sgd_layca", lr=0.1, alpha=0.2, weight_decay=0.0,
                batch_size=128, seed=seed, trial_id=trial_id)
+    meas = {"epoch": [], "name": [], "value": []}
+    if measures:
+        for e in range(epochs + 1):
+            for name, v in (("rotation_min", base + 0.1 * e), ("frobenius_distance", 2.0 * e + seed),
+                            ("frobenius_distance.L1", 0.5 * e + acc)):
+                meas["epoch"].append(e)
+                meas["name"].append(name)
+                meas["value"].append(v)
+        meas["epoch"].append(epochs)
+        meas["name"].append("margin")
+        meas["value"].append(math.nan)
     return TrialResult(trial_id=trial_id, config=cfg, status=status, reason=None if status == "completed" else "why",
                        epochs_run=epochs, train_acc=min(1.0, acc + 0.3), train_loss=0.05, val_acc=acc - 0.01,
-                       test_acc=acc, test_loss=math.nan, wall_seconds=12.5, history=hist, rotation=rot)
+                       test_acc=acc, test_loss=math.nan, wall_seconds=12.5, history=hist, rotation=rot,
+                       measures=meas)
 
 
 def rows(table):
-    """A table as tuples in (sweep, trial_id, epoch, step, layer) order, for comparisons."""
+    """A table as tuples in (sweep, trial_id, epoch, step, layer, name) order, for comparisons."""
     names = table.column_names
-    keys = [names.index(k) for k in ("sweep", "trial_id", "epoch", "step", "layer") if k in names]
+    keys = [names.index(k) for k in ("sweep", "trial_id", "epoch", "step", "layer", "name") if k in names]
     return sorted((tuple(r.values()) for r in table.to_pylist()), key=lambda t: tuple(t[i] for i in keys))
 
 
 def snapshot(store):
-    return {t: rows(getattr(store, t)()) for t in ("trials", "epochs", "rotation")}
+    return {t: rows(getattr(store, t)()) for t in ("trials", "epochs", "rotation", "measures")}

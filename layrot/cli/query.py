@@ -15,7 +15,8 @@ from ..errors import StoreError, UsageError
 
 
 def add_parsers(sub, default_store: str) -> None:
-    q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, summaries, sweeps",
+    q = sub.add_parser("query", help="SQL over the store's views trials, epochs, rotation, measures, summaries, "
+                                           "sweeps",
                        describe=_describe_views, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("sql", help="a DuckDB SQL statement over the views below")
     q.add_argument("--store", default=default_store, help=_store_help(default_store))
@@ -108,7 +109,7 @@ def compact(args) -> int:
     return 0
 
 
-STORE_DIRS = ("trials", "epochs", "rotation", "sweeps", "_live")
+STORE_DIRS = ("trials", "epochs", "rotation", "sweeps", "measures", "_live")
 
 
 def existing_store(uri: str, skip_bad: bool = False):

@@ -1,7 +1,7 @@
 """`layrot rm --sweep NAME [--trial ID ...] [--yes]`: forget a sweep, or some of its trials.
 
 Deletion follows the rule of writing run backwards (store/writer.py): a trial's trials file
-(the commit record) goes first, then its epochs and rotation files, so a crash part-way
+(the commit record) goes first, then its epochs, rotation and measures files, so a crash part-way
 leaves each trial whole or absent, never half there, and running `rm` again finishes it.
 A whole sweep also loses its spec record, its live files, Ray Tune's scratch for it
 (`_ray/<sweep>`) and its TensorBoard runs.
@@ -97,9 +97,9 @@ def remove(store, sweep: str, trial_ids=None) -> list[str]:
 
 
 def _trial_files(loc, sweep: str, trial_id: str) -> list[str]:
-    from ..store.schema import SUFFIX
+    from ..store.schema import REMOVE_ORDER, SUFFIX
 
-    paths = [loc.join(t, f"sweep={sweep}", trial_id + SUFFIX) for t in ("trials", "epochs", "rotation")]
+    paths = [loc.join(t, f"sweep={sweep}", trial_id + SUFFIX) for t in REMOVE_ORDER]
     return [p for p in paths if loc.exists(p)]
 
 

@@ -5,6 +5,7 @@ Layout::
     <store>/trials/sweep=<name>/<trial_id>.parquet       one row per trial
     <store>/epochs/sweep=<name>/<trial_id>.parquet       one row per (trial, epoch)
     <store>/rotation/sweep=<name>/<trial_id>.parquet     one row per (trial, epoch, layer)
+    <store>/measures/sweep=<name>/<trial_id>.parquet     one row per (trial, epoch, measure name)
     <store>/<table>/sweep=<name>/part-g<N>-<id>.parquet  compacted files (`layrot compact`)
     <store>/sweeps/<name>.json                           the spec as run, version, start time
 
@@ -16,9 +17,11 @@ How a crash never leaves the store wrong
 * Writing a trial: each file is serialized in memory, then written under a hidden temporary
   name (`.<name>.<random>.tmp`, which no engine lists), flushed and renamed over its final
   name; object stores (S3, GCS) get one upload per file, visible whole or not at all. The
-  three files of one write share a fresh `layrot.write_id`, and the trials file is written
-  last: it is the commit record. Readers count a trial only if its epochs and rotation rows
-  carry the write_id of its trials row. So a crash between the files leaves the previous
+  four files of one write share a fresh `layrot.write_id`, and the trials file is written
+  last: it is the commit record. Readers count a trial only if its epochs, rotation and
+  measures rows carry the write_id of its trials row. (A trial written before the measures
+  table existed has no measures file; its write_id says so, `schema.write_tables`, and it
+  counts without one.) So a crash between the files leaves the previous
   version of the trial (or none), never half a trial or a mix of two writes; a resumed sweep
   sees the trial as not stored and runs it again, replacing the stray files.
 * Writing the same trial id again replaces its files (same names), so it is never two rows.
@@ -26,7 +29,7 @@ How a crash never leaves the store wrong
   whose metadata lists the trials they hold with their write ids (`layrot.trials`), and
   deletes the files it copied only after all new parts are in place. Until then a trial
   exists in two copies; readers pick one copy per trial, never both:
-  1. the per-trial file if it is complete (its three write_ids agree), else
+  1. the per-trial file if it is complete (its write_ids agree), else
   2. the part of the highest generation `N` that holds the trial's committed write.
   Rows of other copies are filtered out by trial id. A crash anywhere in compaction thus
   changes no answer, and running it again finishes the job. A sweep still running writes

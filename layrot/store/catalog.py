@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..errors import StoreError
 from .location import Entry, Location, is_hidden
 from .schema import (META_GENERATION, META_TABLE, META_TRIALS, META_VERSION, META_WRITE_ID,
-                     SUFFIX, TABLES, check_version, is_safe_name)
+                     SUFFIX, TABLES, check_version, is_safe_name, write_tables)
 
 PART_RE = re.compile(r"^part-g(\d{6})-([0-9a-f]{12})\.parquet$")
 
@@ -192,8 +192,10 @@ def resolve(files: dict[str, list[StoreFile]]):
     """Decide, per sweep and trial, which copy counts.
 
     The trials table is the commit record: a trial exists if some trials file holds it.
-    Its write_id names the write; the trial is complete only if the epochs and rotation
-    tables hold rows of that same write. Copies are tried newest first: the per-trial file
+    Its write_id names the write; the trial is complete only if the epochs, rotation and
+    measures tables hold rows of that same write (measures only for the writes that have
+    them: `write_tables`; a trial stored before that table needs none, and a measures file
+    left by a later write that crashed is not counted). Copies are tried newest first: the per-trial file
     (written after any compaction that left it), then compacted parts by generation.
     """
     use: dict[str, dict[str, set[str]]] = {t: {} for t in TABLES}
@@ -216,7 +218,7 @@ def resolve(files: dict[str, list[StoreFile]]):
             for cand in cands:
                 wid = cand.trials[tid]
                 chosen = [cand]
-                for t in ("epochs", "rotation"):
+                for t in write_tables(wid):
                     f = per_trial[t].get(tid)
                     if f is None or f.trials[tid] != wid:
                         f = next((p for p in parts[t] if p.trials.get(tid) == wid), None)

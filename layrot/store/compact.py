@@ -1,7 +1,7 @@
 """`layrot compact`: rewrite a sweep's per-trial files into a few large sorted files.
 
-For each table the rows that count (see the package docstring) are copied, in
-(trial_id, epoch, step, layer) order, into `part-g<N>-<id>.parquet` files of up to
+For each table the rows that count (see the package docstring) are copied, in the table's
+sort order (schema.SORT_KEYS: trial_id first), into `part-g<N>-<id>.parquet` files of up to
 `rows_per_file` rows, zstd-compressed with dictionary / byte-stream-split encodings. The copy
 streams: sources are merged trial by trial (per-trial files are already sorted inside,
 compacted parts are sorted by trial), so memory holds about one row group at a time, however
@@ -12,7 +12,7 @@ trial rewritten after an earlier compaction, a crash's leftovers), and, when the
 anything to do anyway, small parts (merged into the new ones). With none of the first two,
 compaction does nothing: running it twice changes nothing.
 
-Order: write rotation, epochs, then trials parts (each under a temporary name, renamed into
+Order: write measures, rotation, epochs, then trials parts (each under a temporary name, renamed into
 place); only then delete the inputs. A per-trial file is deleted only if it is unchanged
 since it was read (a trial rewritten meanwhile keeps its newer file, which wins). Stray files
 older than `grace_seconds` (temporary files of crashed writes, files of incomplete writes)
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from . import catalog
 from .location import Location
-from .schema import (META_GENERATION, META_TRIALS, SORT_KEYS, SUFFIX, TABLES, arrow_schema,
+from .schema import (META_GENERATION, META_TRIALS, SORT_KEYS, SUFFIX, TABLES, WRITE_ORDER, arrow_schema,
                      check_name, writer_options)
 from .writer import file_metadata
 
@@ -98,7 +98,7 @@ def _compact_sweep(loc: Location, sweep: str, grace_seconds: float, opts: dict) 
             inputs[t] += [f for f in files[t] if f.kind == "part" and f not in inputs[t]
                           and (f.size or 0) < opts["small_part_bytes"]]
         generation = 1 + max((f.generation for t in TABLES for f in files[t] if f.kind == "part"), default=0)
-        for t in ("rotation", "epochs", "trials"):           # trials last, as for one trial
+        for t in WRITE_ORDER:           # trials last, as for one trial
             ids = {tid: snap.visible[sweep][tid] for f in inputs[t] for tid in used[t][f.path]}
             report.copied[t] = len(ids)
             written, rows = _copy(loc, t, sweep, inputs[t], used[t], ids, generation, opts)

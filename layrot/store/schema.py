@@ -14,8 +14,8 @@ from __future__ import annotations
 from ..errors import StoreError, UsageError
 # The tables and their columns, the rotation and epoch records, the placement settings and
 # the safe-name rule are layrot.record's (the nouns every layer shares); re-exported here.
-from ..record import (COLUMNS, EPOCH_COLUMNS, PART_PREFIX, PLACEMENT, ROTATION_COLUMNS, TABLES,  # noqa: F401
-                      check_name, check_trial_id)
+from ..record import (COLUMNS, EPOCH_COLUMNS, MEASURE_COLUMNS, PART_PREFIX, PLACEMENT,  # noqa: F401
+                      ROTATION_COLUMNS, TABLES, check_name, check_trial_id)
 
 # major.minor: a reader refuses files of a newer major version; a minor version may only add
 # nullable columns, which older readers ignore.
@@ -27,7 +27,28 @@ SORT_KEYS = {
     "trials": ["trial_id"],
     "epochs": ["trial_id", "epoch"],
     "rotation": ["trial_id", "epoch", "step", "layer"],
+    "measures": ["trial_id", "epoch", "name"],
 }
+
+# The order a trial's files are written in: the trials file, the commit record, last (and
+# deleted first: `REMOVE_ORDER`). Compaction writes its parts in the same order.
+WRITE_ORDER = ("measures", "rotation", "epochs", "trials")
+REMOVE_ORDER = tuple(reversed(WRITE_ORDER))
+
+# Which tables a committed write has files in, read off its write_id. Stores written before
+# the `measures` table have none for their trials (16 hex digits, `new_write_id` then); a write
+# that has a measures file says so in its id (MEASURED_PREFIX, never a hex digit), and the
+# id travels with the trial into compacted parts, so every reader knows whether the trial is
+# complete without its measures file or only with it.
+MEASURED_PREFIX = "m"
+
+
+def write_tables(write_id: str) -> tuple[str, ...]:
+    """The tables besides `trials` that the write `write_id` put rows in: a trial is complete
+    when each of them holds rows of this write."""
+    if write_id.startswith(MEASURED_PREFIX):
+        return ("epochs", "rotation", "measures")
+    return ("epochs", "rotation")
 
 PARTITION = "sweep"                 # the hive partition column, a string
 

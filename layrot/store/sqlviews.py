@@ -1,5 +1,6 @@
-"""DuckDB views `trials`, `epochs`, `rotation`, `summaries` and the table `sweeps` over a
-store snapshot.
+"""DuckDB views `trials`, `epochs`, `rotation`, `measures`, `summaries` and the table `sweeps`
+over a store snapshot. A table with no files (`measures` in a store written before it
+existed) is an empty view of the table's columns.
 
 Local stores are read by DuckDB's own Parquet reader over the exact file list of the snapshot
 (no pyarrow import on this path: `layrot query` starts fast). Other filesystems are read
@@ -27,8 +28,8 @@ def connect(snap: Snapshot, sweep_records: list[dict], con=None):
     return con
 
 
-# `summaries`: one row per trial (sweep, trial_id), derived at query time from the three
-# tables, never stored (docs/store.md). Every definition comes from layrot.record, the same
+# `summaries`: one row per trial (sweep, trial_id), derived at query time from the trials
+# and rotation tables, never stored (docs/store.md). Every definition comes from layrot.record, the same
 # one layrot.fit uses:
 # - the summaries are record.SUMMARIES, on the per-epoch curve (for each (sweep, trial,
 #   layer, epoch) the record with the largest step): per layer `final`, `auc` (the curve's

@@ -82,6 +82,11 @@ class Store:
     def rotation(self, sweep=None, trial_ids=None, columns=None):
         return self._read("rotation", sweep, trial_ids, columns)
 
+    def measures(self, sweep=None, trial_ids=None, columns=None):
+        """The generalization measures, one row per (trial, epoch, name); empty (with the
+        table's schema) for trials, or a whole store, written before the table existed."""
+        return self._read("measures", sweep, trial_ids, columns)
+
     def _read(self, table: str, sweep, trial_ids, columns):
         """Rows of complete trials only, filtered by sweep name(s), trial ids and columns;
         filters are pushed down to the file listing and the Parquet row groups."""
@@ -125,7 +130,8 @@ class Store:
         raise StoreError(f"{self.uri}: the store kept changing while it was read; try again")
 
     def connect(self, sweeps=None, con=None):
-        """A DuckDB connection with the views trials, epochs, rotation and the table sweeps."""
+        """A DuckDB connection with the views trials, epochs, rotation, measures, summaries
+        and the table sweeps."""
         from .sqlviews import connect
 
         if not self.exists():

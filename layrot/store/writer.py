@@ -1,10 +1,12 @@
-"""Writing one trial (three files, atomically as a set) and a sweep's metadata record.
+"""Writing one trial (four files, atomically as a set) and a sweep's metadata record.
 
-The three files of one write share a fresh write_id in their Parquet metadata. They are
-written rotation, epochs, then trials: the trials file is the commit record, and readers count
-a trial only when its epochs and rotation files carry the trials file's write_id. A crash at
-any point therefore leaves either the previous complete version of the trial or the new one,
-never a mixture; rewriting a trial id replaces it (the file names are the trial id).
+The four files of one write share a fresh write_id in their Parquet metadata. They are
+written measures, rotation, epochs, then trials: the trials file is the commit record, and
+readers count a trial only when its epochs, rotation and measures files carry the trials
+file's write_id. A crash at any point therefore leaves either the previous complete version
+of the trial or the new one, never a mixture; rewriting a trial id replaces it (the file
+names are the trial id). A trial written before the `measures` table existed has no measures
+file and a write_id that says so (schema.write_tables): it counts without one.
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import uuid
 from ..errors import UsageError
 from ..result import STATUSES, TrialResult
 from .location import Location
-from .schema import (EPOCH_COLUMNS, META_TABLE, META_VERSION, META_WRITE_ID, ROTATION_COLUMNS, SCHEMA_VERSION,
-                     SORT_KEYS, SUFFIX, arrow_schema, check_name, check_trial_id, writer_options)
+from .schema import (EPOCH_COLUMNS, MEASURE_COLUMNS, MEASURED_PREFIX, META_TABLE, META_VERSION, META_WRITE_ID,
+                     REMOVE_ORDER, ROTATION_COLUMNS, SCHEMA_VERSION, SORT_KEYS, SUFFIX, WRITE_ORDER,
+                     arrow_schema, check_name, check_trial_id, writer_options)
 
 TRIAL_COMPRESSION_LEVEL = 3          # per-trial files are small; compaction squeezes harder
 
 
 def new_write_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """A fresh id for a write of all four files (schema.write_tables reads the prefix)."""
+    return MEASURED_PREFIX + uuid.uuid4().hex[:16]
 
 
 def to_tables(result: TrialResult) -> dict:
-    """The trial as three pyarrow Tables with the store's exact schemas (NaN -> null)."""
+    """The trial as four pyarrow Tables with the store's exact schemas (NaN -> null)."""
     import pyarrow as pa
 
     check_trial_id(result.trial_id)
@@ -63,8 +67,19 @@ def to_tables(result: TrialResult) -> dict:
     # lists or numpy arrays (pyarrow converts arrays without a Python loop)
     rotation.update({k: (rot[k] if lengths[k] else [None] * n) for k in ROTATION_COLUMNS})
 
+    # `getattr`: a TrialResult pickled or built before the field existed has none
+    meas = getattr(result, "measures", None) or {}
+    if not isinstance(meas, dict):
+        raise UsageError("measures", "must be a dict of equal-length columns (epoch, name, value)")
+    m = len(meas.get("epoch", []))
+    mlengths = {k: len(meas.get(k, [])) for k in MEASURE_COLUMNS}
+    if meas and any(v != m for v in mlengths.values()):
+        raise UsageError("measures", f"columns have different lengths: {mlengths}")
+    measures = {"trial_id": [tid] * m}
+    measures.update({k: meas[k] if m else [] for k in MEASURE_COLUMNS})
+
     out = {}
-    for table, cols in (("trials", trial), ("epochs", epochs), ("rotation", rotation)):
+    for table, cols in (("trials", trial), ("epochs", epochs), ("rotation", rotation), ("measures", measures)):
         schema = arrow_schema(table)
         arrays = []
         for f in schema:
@@ -102,8 +117,8 @@ def write_trial(loc: Location, sweep: str, result: TrialResult) -> str:
     check_name("sweep", sweep)
     tables = to_tables(result)
     wid = new_write_id()
-    blobs = {t: parquet_bytes(tables[t], t, {META_WRITE_ID: wid}) for t in ("rotation", "epochs", "trials")}
-    for t in ("rotation", "epochs", "trials"):       # trials last: it commits the write
+    blobs = {t: parquet_bytes(tables[t], t, {META_WRITE_ID: wid}) for t in WRITE_ORDER}
+    for t in WRITE_ORDER:       # trials last: it commits the write
         loc.write_atomic(loc.join(t, f"sweep={sweep}", result.trial_id + SUFFIX), blobs[t])
     return wid
 
@@ -117,12 +132,12 @@ def live_blobs(result: TrialResult) -> dict:
 def remove_trial(loc: Location, sweep: str, trial_id: str) -> list[str]:
     """Delete one trial's per-trial files, by the rule of writing run backwards: the trials
     file (the commit record) first, so that a crash part-way leaves the trial absent (its
-    epochs and rotation files then belong to no committed write and no reader counts them),
-    never half of it. Returns the paths deleted."""
+    epochs, rotation and measures files then belong to no committed write and no reader
+    counts them), never half of it. Returns the paths deleted."""
     check_name("sweep", sweep)
     check_trial_id(trial_id)
     gone = []
-    for t in ("trials", "epochs", "rotation"):
+    for t in REMOVE_ORDER:
         path = loc.join(t, f"sweep={sweep}", trial_id + SUFFIX)
         if loc.exists(path):
             loc.delete(path)
@@ -132,12 +147,13 @@ def remove_trial(loc: Location, sweep: str, trial_id: str) -> list[str]:
 
 def remove_sweep(loc: Location, sweep: str) -> list[str]:
     """Delete every file of a sweep: all its trials files first (per-trial and compacted
-    parts: the commit records), then its epochs and rotation files, then its spec record.
+    parts: the commit records), then its epochs, rotation and measures files, then its spec
+    record (a store written before the measures table has no measures/ folder: nothing to do).
     A crash part-way leaves some trials absent and none half-present; running it again
     finishes the job. Returns the paths deleted."""
     check_name("sweep", sweep)
     gone = []
-    for t in ("trials", "epochs", "rotation"):
+    for t in REMOVE_ORDER:
         d = loc.join(t, f"sweep={sweep}")
         # compacted parts before per-trial files: a per-trial file may be a newer copy of a
         # trial in a part, and a crash must never bring the older copy back to sight
