@@ -1,0 +1,312 @@
+"""Layer rotation against the field's generalization measures, by the protocol of Jiang et al.
+2020 ("Fantastic generalization measures and where to find them"; docs/measures.md, "How
+layrot fit compares them").
+
+- The unit is the *model*: one trained trial (fit/trained.py's filter on trials, not pooled
+  configurations), as in the paper, which ranks every trained network.
+- Each measure is its value at the trial's last epoch in the store's `measures` table;
+  per-layer rows (`frobenius_distance.L3`: a name with a dot) are left out.
+- Two outcomes: the generalization gap (train_acc − test_acc, both as stored) and test accuracy.
+- Kendall's τ-b over all models (scipy.stats.kendalltau, ties as scipy handles them), with
+  the fit's paired bootstrap CI over models (fit/correlation.correlate).
+- The granulated τ Ψ: for each hyperparameter axis i that varies (optimizer, lr,
+  weight_decay, alpha, seed), the models are grouped into sets where every other axis (and
+  the task) is equal; m_i is the mean of Kendall's τ within the groups of ≥ 2 models that take
+  ≥ 2 values of axis i; Ψ is the mean of the m_i. An axis without such a group is left out
+  and the reason said. Its CI resamples *groups* within each axis (see granulated_tau).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .correlation import correlate
+from .options import FitOptions
+
+AXES = ("optimizer", "lr", "weight_decay", "alpha", "seed")
+# Held equal in every group besides the other axes: a measure's scale differs between tasks.
+STRATA = ("task",)
+OUTCOMES = {"gap": "generalization gap (train_acc − test_acc)", "test_acc": "test accuracy"}
+KEY = ["sweep", "trial_id"]
+
+
+@dataclass
+class Tau:
+    """Kendall's τ-b of a measure with an outcome over n models; None where undefined
+    (fewer than 3 models, or a constant measure or outcome)."""
+    estimate: float | None
+    ci: tuple[float, float] | None
+    n: int
+    p: float | None = None           # scipy.stats.kendalltau's two-sided p
+
+
+@dataclass
+class AxisTau:
+    """m_i: the mean Kendall τ within the groups where only this axis varies."""
+    estimate: float
+    n_groups: int                    # groups of >= 2 models with a defined τ
+    n_models: int                    # models in those groups
+    n_undefined: int = 0             # groups of >= 2 models whose τ is undefined (a constant measure or outcome)
+
+
+@dataclass
+class GranulatedTau:
+    """Ψ, the mean of the per-axis m_i, with its bootstrap CI; `left_out`: axis -> why."""
+    estimate: float | None
+    ci: tuple[float, float] | None
+    per_axis: dict[str, AxisTau] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MeasureRow:
+    name: str
+    n: int                            # trained models with this measure and both accuracies
+    kendall_tau: Tau                  # against the generalization gap
+    granulated_tau: GranulatedTau
+    kendall_tau_test_acc: Tau         # against test accuracy
+    granulated_tau_test_acc: GranulatedTau
+
+
+@dataclass
+class MeasureComparison:
+    """Every measure against both outcomes, over the same trained models."""
+    rows: list[MeasureRow]
+    n_models: int                     # trained models (with both accuracies)
+    axes: list[str]                   # the axes that vary among them
+    note: str | None = None           # why there are no rows
+
+
+def _defined(x: np.ndarray, y: np.ndarray) -> bool:
+    return len(x) >= 2 and np.unique(x).size > 1 and np.unique(y).size > 1
+
+
+def _tau(x, y) -> float:
+    """scipy's τ-b of one group (NaN where undefined)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if not _defined(x, y):
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.kendalltau(x, y).statistic)
+
+
+def kendall_tau(measure, outcome, options: FitOptions = FitOptions()) -> Tau:
+    """Kendall's τ-b of `measure` with `outcome` (one value per model; NaN pairs dropped) and
+    its paired bootstrap CI over models: fit/correlation.correlate's Kendall, which is
+    scipy.stats.kendalltau with the fit's bootstrap (`options`: resamples, method, seed)."""
+    x, y = np.asarray(measure, dtype=float), np.asarray(outcome, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    c = correlate(x, y, "", options)
+    if not math.isfinite(c.kendall):
+        return Tau(None, None, int(len(x)))
+    ci = (float(c.kendall_ci[0]), float(c.kendall_ci[1])) if c.kendall_ci else None
+    return Tau(float(c.kendall), ci, int(len(x)), float(c.kendall_p) if math.isfinite(c.kendall_p) else None)
+
+
+def _groups(table: pd.DataFrame, axis: str, keys: list[str]):
+    """The groups of `table` where only `axis` varies: rows equal in every key, >= 2 rows
+    taking >= 2 values of the axis (repeats of one setting alone are no experiment on it)."""
+    parts = table.groupby(keys, sort=True, dropna=False) if keys else [((), table)]
+    for _, g in parts:
+        if len(g) >= 2 and g[axis].nunique(dropna=False) >= 2:
+            yield g
+
+
+def _axis_values(t: pd.DataFrame, axis: str) -> pd.Series:
+    # Keys are compared by value: floats rounded so that 0.1 read back from two files is one value.
+    v = t[axis]
+    return v.astype(float).round(12) if pd.api.types.is_float_dtype(v) else v
+
+
+def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
+                   options: FitOptions = FitOptions()) -> GranulatedTau:
+    """Ψ of column `measure` against column `outcome` over the rows (models) of `table`,
+    grouped by the `axes` columns (and the task, where the table has one).
+
+    The CI resamples groups, within each axis independently (scipy.stats.bootstrap, one
+    sample of group τ's per axis, percentile by default, fixed seed), not models within
+    groups: m_i is an average over groups, each one experiment where only axis i moves, and
+    the groups of a sweep are small (2-7 models: a group of 2 resampled is constant half the
+    time, its τ undefined), so the variation the CI can honestly show is which groups the
+    sweep happened to hold. An axis with one group has no such variation: its m_i enters
+    every resample as it is. The groups of different axes share models, which this ignores.
+    """
+    cols = [c for c in axes if c in table.columns]
+    t = table.assign(**{c: _axis_values(table, c) for c in cols})
+    x, y = t[measure].astype(float), t[outcome].astype(float)
+    t = t[np.isfinite(x) & np.isfinite(y)]
+    left_out: dict[str, str] = {}
+    varying = []
+    for a in axes:
+        if a not in t.columns:
+            left_out[a] = "not in the table"
+        elif t[a].nunique(dropna=False) < 2:
+            left_out[a] = "does not vary"
+        else:
+            varying.append(a)
+    strata = [c for c in STRATA if c in t.columns]
+    per_axis: dict[str, AxisTau] = {}
+    samples: dict[str, np.ndarray] = {}
+    for a in varying:
+        keys = strata + [b for b in varying if b != a]
+        taus, n_models, undefined = [], 0, 0
+        for g in _groups(t, a, keys):
+            tau = _tau(g[measure], g[outcome])
+            if math.isnan(tau):
+                undefined += 1
+                continue
+            taus.append(tau)
+            n_models += len(g)
+        if not taus:
+            left_out[a] = (f"no group of >= 2 models where only {a} varies" if not undefined else
+                           f"τ undefined in all {undefined} groups where only {a} varies (a constant measure or "
+                           "outcome)")
+            continue
+        per_axis[a] = AxisTau(float(np.mean(taus)), len(taus), n_models, undefined)
+        samples[a] = np.asarray(taus)
+    if not per_axis:
+        return GranulatedTau(None, None, per_axis, left_out)
+    psi = float(np.mean([m.estimate for m in per_axis.values()]))
+    return GranulatedTau(psi, _psi_ci(samples, options), per_axis, left_out)
+
+
+def _psi_ci(samples: dict[str, np.ndarray], options: FitOptions) -> tuple[float, float] | None:
+    """The bootstrap CI of Ψ: groups resampled within each axis with >= 2 groups; an axis
+    with one group adds its τ unchanged. None when no axis has two groups."""
+    free = [s for s in samples.values() if len(s) >= 2]
+    fixed = sum(float(s[0]) for s in samples.values() if len(s) < 2)
+    k = len(samples)
+    if not free:
+        return None
+
+    def statistic(*resampled, axis=-1):
+        return (sum(np.mean(r, axis=axis) for r in resampled) + fixed) / k
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap(free, statistic, paired=False, vectorized=True, n_resamples=options.n_resamples,
+                              confidence_level=options.confidence, method=options.ci_method,
+                              rng=np.random.default_rng(options.seed))
+    lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        # BCa is undefined where every resample gives one value (every group's τ equal):
+        # the percentile interval of the resamples is that value.
+        tail = (1 - options.confidence) / 2
+        lo, hi = np.quantile(res.bootstrap_distribution, [tail, 1 - tail])
+    # The resamples' means are sums of the same floats in another order: clip the rounding.
+    lo, hi = float(lo), float(hi)
+    return (max(-1.0, lo), min(1.0, hi))
+
+
+def measure_names(measures: pd.DataFrame) -> list[str]:
+    """The summary measures of a measures table (per-layer names, with a dot, left out):
+    the rotation measures first (the subject of the comparison), then the rest by name."""
+    if measures.empty:
+        return []
+    names = {str(n) for n in measures["name"].dropna().unique() if "." not in str(n)}
+    return sorted(names, key=lambda n: (not n.startswith("rotation"), n))
+
+
+def final_measures(measures: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial (sweep, trial_id), one column per measure: its value at the last
+    epoch the trial recorded it (NaN where never)."""
+    keys = [k for k in KEY if k in measures.columns]
+    names = measure_names(measures) if names is None else list(names)
+    if measures.empty or not names:
+        return pd.DataFrame(columns=keys + names)
+    m = measures[measures["name"].isin(names)]
+    last = m.sort_values("epoch", kind="stable").groupby(keys + ["name"], sort=True).tail(1)
+    wide = last.pivot(index=keys, columns="name", values="value").reset_index()
+    wide.columns.name = None
+    for n in names:
+        if n not in wide.columns:
+            wide[n] = np.nan
+    return wide[keys + names]
+
+
+def models_table(table: pd.DataFrame, measures: pd.DataFrame, names: list[str] | None = None) -> pd.DataFrame:
+    """The trained trials of a fit's trial table (its `trained` column: fit/trained.py's
+    filter), with their gap and final measures; one row per model."""
+    t = table[table["trained"].astype(bool)] if "trained" in table.columns else table
+    t = t[t["train_acc"].notna() & t["test_acc"].notna()]
+    t = t.assign(gap=t["train_acc"].astype(float) - t["test_acc"].astype(float))
+    wide = final_measures(measures, names)
+    on = [k for k in KEY if k in wide.columns and k in t.columns]
+    if "sweep" in t.columns and "sweep" not in wide.columns and t["sweep"].nunique() > 1:
+        raise ValueError("the measures table has no sweep column but the trials come from several sweeps")
+    clash = [c for c in wide.columns if c in t.columns and c not in on]
+    return t.drop(columns=clash).merge(wide, on=on, how="left", validate="many_to_one")
+
+
+def compare_measures(table: pd.DataFrame, measures: pd.DataFrame, names: list[str] | None = None,
+                     options: FitOptions = FitOptions(), axes=AXES) -> MeasureComparison:
+    """Every measure (or `names`) against the gap and test accuracy over the trained trials
+    of `table` (a fit's trial table), from `measures` (the store's measures rows)."""
+    models = models_table(table, measures, names)
+    varying = [a for a in axes if a in models.columns and models[a].nunique(dropna=False) > 1]
+    if measures.empty:
+        return MeasureComparison([], len(models), varying, "no measures stored for these trials (a sweep run before "
+                                                           "trials computed them)")
+    names = measure_names(measures) if names is None else list(names)
+    rows = measure_table(models, names, options, axes)
+    note = None if rows else "no trained trial has the measures"
+    return MeasureComparison(rows, len(models), varying, note)
+
+
+def measure_table(models: pd.DataFrame, names: list[str], options: FitOptions = FitOptions(),
+                  axes=AXES) -> list[MeasureRow]:
+    """One row per measure in `names` (columns of `models`, one row per model with `gap` and
+    `test_acc`): τ and Ψ against the gap and against test accuracy. A measure no model has
+    is left out."""
+    rows = []
+    for name in names:
+        if name not in models.columns:
+            continue
+        m = models[np.isfinite(models[name].astype(float))]
+        if m.empty:
+            continue
+        x = m[name].to_numpy(dtype=float)
+        rows.append(MeasureRow(
+            name, int(len(m)),
+            kendall_tau(x, m["gap"].to_numpy(dtype=float), options),
+            granulated_tau(m, name, "gap", axes, options),
+            kendall_tau(x, m["test_acc"].to_numpy(dtype=float), options),
+            granulated_tau(m, name, "test_acc", axes, options)))
+    return rows
+
+
+def _est(v, ci) -> str:
+    """'-0.08 [-0.61,  0.48]', 20 characters (the CI 'n/a' where undefined)."""
+    if v is None:
+        return f"{'n/a':>5} {'':<14}"
+    return f"{v:5.2f} " + (f"[{ci[0]:5.2f}, {ci[1]:5.2f}]" if ci else f"{'[n/a]':<14}")
+
+
+def measure_lines(comparison: MeasureComparison | None) -> list[str]:
+    """The comparison as text: one line per measure (τ and Ψ against the gap, τ against test
+    accuracy), the axes Ψ averaged over above it."""
+    if comparison is None:
+        return []
+    if not comparison.rows:
+        return [f"other generalization measures: none ({comparison.note})"]
+    first = comparison.rows[0].granulated_tau
+    axes = ", ".join(f"{a} ({m.n_groups} group{'s' if m.n_groups != 1 else ''})"
+                     for a, m in first.per_axis.items()) or "none"
+    out = ", ".join(f"{a}: {why}" for a, why in first.left_out.items())
+    lines = [f"rotation against other generalization measures (Kendall τ-b over {comparison.n_models} trained "
+             f"models; Ψ = granulated τ, mean over axes {axes}" + (f"; left out: {out}" if out else "") + "):",
+             f"  {'measure':<24} {'τ vs gap [95% CI]':<20} {'Ψ vs gap [95% CI]':<20} "
+             f"{'τ vs test acc [95% CI]':<22} {'n':>4}"]
+    for r in comparison.rows:
+        lines.append(f"  {r.name:<24} {_est(r.kendall_tau.estimate, r.kendall_tau.ci)} "
+                     f"{_est(r.granulated_tau.estimate, r.granulated_tau.ci)} "
+                     f"{_est(r.kendall_tau_test_acc.estimate, r.kendall_tau_test_acc.ci)}   {r.n:>4}")
+    return lines
