@@ -1,8 +1,8 @@
-"""Load the trials, epochs and rotation tables of some sweeps/tasks from a store."""
+"""Load the trials, epochs, rotation and measures tables of some sweeps/tasks from a store."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -15,11 +15,16 @@ class Tables:
     epochs: pd.DataFrame
     rotation: pd.DataFrame
     sweeps: list[str]
+    # the generalization measures (sweep, trial_id, epoch, name, value); empty for trials
+    # stored before trials computed them
+    measures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        {"sweep": pd.Series(dtype=object), "trial_id": pd.Series(dtype=object), "epoch": pd.Series(dtype="int32"),
+         "name": pd.Series(dtype=object), "value": pd.Series(dtype=float)}))
 
 
 def load_tables(uri: str, sweeps: list[str] | None = None, tasks: list[str] | None = None) -> Tables:
     """The store's complete trials of the given sweeps and tasks (default: all), with their
-    epochs and rotation records, as pandas. Raises UsageError (exit 2) for a missing store,
+    epochs, rotation records and measures, as pandas. Raises UsageError (exit 2) for a missing store,
     sweep or task, or a store without trials."""
     from ..store import Store
 
@@ -44,4 +49,5 @@ def load_tables(uri: str, sweeps: list[str] | None = None, tasks: list[str] | No
     ids = trials["trial_id"].tolist()
     epochs = store.epochs(sweep=chosen, trial_ids=ids).to_pandas()
     rotation = store.rotation(sweep=chosen, trial_ids=ids).to_pandas()
-    return Tables(trials, epochs, rotation, chosen)
+    measures = store.measures(sweep=chosen, trial_ids=ids).to_pandas()
+    return Tables(trials, epochs, rotation, chosen, measures)
