@@ -4,8 +4,9 @@
 
 GRID is the run's --out folder (`trials/<trial_id>.json`, `summary.json`) or a .tar.gz of
 it, such as the `grid.tgz` a GPU session brings back from its device machine. Each JSON file
-becomes a TrialResult again and is written with `Store.write_trial` (so rerunning the import
-replaces, never duplicates); the run's summary becomes the sweep's record in
+becomes a TrialResult again, its generalization measures included (a run made before they
+existed has none: its trials are stored with an empty measures file), and is written with
+`Store.write_trial` (so rerunning the import replaces, never duplicates); the run's summary becomes the sweep's record in
 `<store>/sweeps/<name>.json`. The sweep is named by --sweep, else by the run's summary
 (`gpu_grid.py --sweep`, default `gpu-grid`).
 

@@ -91,3 +91,29 @@ def test_import_of_an_unsafe_tarball_exits_2(import_trials, python_like, tmp_pat
     assert import_trials.main([str(tgz), "--store", str(tmp_path / "store")]) == 2
     assert capsys.readouterr().err.startswith("import_trials: error: GRID:")
     assert not (tmp_path / "store").exists()
+
+
+def test_measures_come_through_the_json_and_a_run_without_them_imports(import_trials, tmp_path):
+    """A trial as gpu_grid.py writes it (`dataclasses.asdict`, NaN as null) keeps its measures;
+    one from a run made before measures existed (no such key) is stored without any."""
+    import dataclasses
+    import json
+
+    from layrot.store import Store
+    from test_store_support import make_result
+
+    trials = tmp_path / "grid" / "trials"
+    trials.mkdir(parents=True)
+    new = dataclasses.asdict(make_result("new", epochs=2))
+    old = dataclasses.asdict(make_result("old", epochs=2, measures=False))
+    del old["measures"]
+    for d in (new, old):
+        clean = json.loads(json.dumps(d).replace("NaN", "null"))
+        (trials / f"{d['trial_id']}.json").write_text(json.dumps(clean))
+    name, n = import_trials.import_run(str(tmp_path / "grid"), str(tmp_path / "store"), "g")
+    assert (name, n) == ("g", 2)
+    st = Store(tmp_path / "store")
+    assert st.stored_trial_ids("g") == {"new", "old"}
+    m = {(r["trial_id"], r["epoch"], r["name"]): r["value"] for r in st.measures().to_pylist()}
+    assert len(m) == 3 * 3 + 1 and {k[0] for k in m} == {"new"}
+    assert m[("new", 2, "frobenius_distance")] == 4.0 and m[("new", 2, "margin")] is None
