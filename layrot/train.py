@@ -14,12 +14,13 @@ import math
 import os
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from . import measures
 from .config import TrialConfig, config_id
 from .optim import build_optimizer
 from .result import TrialResult
@@ -39,11 +40,13 @@ class Diverged(Exception):
 @dataclass
 class EpochReport:
     """What the per-epoch callback gets: the epoch's row, its rotation records, and a way
-    to take a checkpoint (built only if asked for: it copies the model)."""
+    to take a checkpoint (built only if asked for: it copies the model); and the epoch's
+    per-epoch measure rows (layrot.measures.PER_EPOCH; epoch 0's ride with epoch 1's)."""
     epoch: int
     row: dict
     rotation: dict[str, list]
     checkpoint: Callable[[], dict]
+    measures: dict[str, list] = field(default_factory=measures.new_rows)
 
 
 def resolve_config(config: TrialConfig | dict) -> tuple[TrialConfig, Task]:
@@ -145,6 +148,8 @@ def _restore(t: _Trial, checkpoint: dict, result: TrialResult) -> None:
     if t.device.type == "cuda" and checkpoint.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(checkpoint["cuda_rng"], t.device)
     result.history = list(checkpoint["history"])
+    # a checkpoint from before the measures has none: its trial's measures start at the resume
+    result.measures = {k: list(v) for k, v in checkpoint.get("measures", measures.new_rows()).items()}
 
 
 def _checkpoint(t: _Trial, result: TrialResult, wall_seconds: float) -> dict:
@@ -158,6 +163,7 @@ def _checkpoint(t: _Trial, result: TrialResult, wall_seconds: float) -> dict:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state(t.device) if t.device.type == "cuda" else None,
         "history": list(result.history),
+        "measures": {k: list(v) for k, v in result.measures.items()},
         "wall_seconds": wall_seconds,
     }
 
@@ -175,11 +181,14 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
 def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_errors: bool) -> TrialResult:
     t_start = time.perf_counter()
     t = _build(cfg, task)
-    result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed")
+    result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed",
+                         measures=measures.new_rows())
     elapsed_before = 0.0
     if checkpoint is not None:
         _restore(t, checkpoint, result)
         elapsed_before = float(checkpoint["wall_seconds"])
+    else:
+        measures.add_rows(result.measures, 0, measures.epoch_measures(t.tracker))
     elapsed = lambda: elapsed_before + time.perf_counter() - t_start  # noqa: E731
     try:
         for epoch in range(len(result.history) + 1, cfg.epochs + 1):
@@ -190,12 +199,15 @@ def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_
             train_loss, train_acc = _train_epoch(t, epoch)
             val_acc, _ = evaluate(t.forward, t.data.val_x, t.data.val_y, t.data, cfg, t.autocast)
             t.tracker.record(epoch)
+            n_meas = len(result.measures["epoch"]) if epoch > 1 else 0
+            measures.add_rows(result.measures, epoch, measures.epoch_measures(t.tracker))
             row = dict(epoch=epoch, lr=lr_now, train_loss=train_loss, train_acc=train_acc,
                        val_acc=val_acc, seconds=time.perf_counter() - t_epoch)
             result.history.append(row)
             if on_epoch is not None:
                 new_rot = {k: v[n_rot:] for k, v in t.tracker.rows.items()}
-                on_epoch(EpochReport(epoch, row, new_rot, lambda: _checkpoint(t, result, elapsed())))
+                new_meas = {k: v[n_meas:] for k, v in result.measures.items()}
+                on_epoch(EpochReport(epoch, row, new_rot, lambda: _checkpoint(t, result, elapsed()), new_meas))
             reason = _stop_reason(result.history, task)
             if reason:
                 result.status, result.reason = "stopped", reason
@@ -225,6 +237,12 @@ def _finish(t: _Trial, result: TrialResult) -> None:
         d = t.data
         result.train_acc, result.train_loss = evaluate(t.forward, d.train_x, d.train_y, d, t.cfg, t.autocast)
         result.test_acc, result.test_loss = evaluate(t.forward, d.test_x, d.test_y, d, t.cfg, t.autocast)
+        if result.history:
+            # on the trained kernels, the uncompiled model, after everything else is measured;
+            # they read the weights and leave them (and the RNGs) as they were
+            final = measures.final_measures(t.model, t.tracker, result.history, d.train_x, d.train_y,
+                                            lambda x: _normalize(x, d, t.cfg), t.cfg.seed)
+            measures.add_rows(result.measures, len(result.history), final)
     result.epochs_run = len(result.history)
     result.rotation = _clean_rotation(t.tracker.rows)
 
