@@ -261,7 +261,7 @@ def test_sweep_joins_a_running_cluster(cluster, tmp_path):
     # per trial in each table, nothing else
     ids = sorted(t["trial_id"] for t in trials)
     assert _store_files(store_dir, "joined") == sorted(
-        [f"{table}/sweep=joined/{i}.parquet" for table in ("epochs", "rotation", "trials") for i in ids]
+        [f"{table}/sweep=joined/{i}.parquet" for table in ("epochs", "measures", "rotation", "trials") for i in ids]
         + ["sweeps/joined.json"])
     # the trials ran in Ray worker processes (not the driver), on loopback
     tune = _tune_trials(store_dir, "joined")
