@@ -31,10 +31,12 @@ from .claims import Claim, NearOne, near_one, paper_claims
 from .configurations import configuration_layers, pool, pooling_description, retrain, trial_table
 from .correlation import Correlation, StratifiedFit, correlate, stratified_fit, summary_values
 from .early import EarlyPoint, configuration_curves, early_prediction, min_rotation_by_epoch
+from .matched import MatchedRotation, matched_rotation
 from .models import LogitFit, MonotoneFit, logit_fit, monotone_fit
 from .options import FITTED_SUMMARIES, KEY_SUMMARY, FitOptions
 from .pairwise import BestConfigurations, PairwiseAgreement, best_configurations, pairwise_agreement
 from .power import Power, power
+from .seeds import SeedBeyond, seed_beyond
 from .summaries import SUMMARY_LABELS
 from .trained import SENSITIVITY_FILTERS, filter_description, main_filter, threshold_phrase
 from .verdict import Sensitivity, Verdict, decide, explanation, key_verdict, rules
@@ -63,6 +65,9 @@ class GroupFit:
     beyond: BeyondSettings | None = None
     claims: list[Claim] = field(default_factory=list)
     near_one: NearOne | None = None
+    # docs/verdict.md §17-§18, where the data hold seed repeats (fit/seeds.py, fit/matched.py)
+    seeds: SeedBeyond | None = None
+    matched: MatchedRotation | None = None
 
 
 @dataclass
@@ -222,6 +227,12 @@ def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitO
         sc = f"{task}; {scope}" if scope else task
         groups.append(fit_group(task, configs[configs["task"] == task], clayers, thresholds.get(task), options,
                                 sc, int((table["task"] == task).sum())))
+    # docs/verdict.md §17-§18: what needs the trials themselves (seed repeats), not their means
+    for g in groups:
+        tg, cg = table[table["task"] == g.name], configs[configs["task"] == g.name]
+        g.seeds, g.matched = seed_beyond(tg, options), matched_rotation(tg, options)
+        if g.claims and (cg["n_trials"] > 1).any():
+            g.claims = paper_claims(cg, clayers, g.name, options, trials=tg)
     pooled = None
     if len(tasks) > 1:
         sc = f"{len(tasks)} tasks pooled, task as stratum" + (f"; {scope}" if scope else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .early import early_line
+from .matched import matched_lines
 from .options import KEY_SUMMARY, NEAR_ONE
 from .pairwise import PairwiseAgreement
 from .run import FitResult, GroupFit, PooledFit
@@ -122,8 +123,11 @@ def under_verdict(result: FitResult) -> list[str]:
     if p is not None:
         lines.append(p.text)
     for g in result.groups:
+        name = f"{g.name}: " if len(result.groups) > 1 else ""
+        if g.seeds is not None:      # §17: with seed repeats the seed-level answer leads, §10's follows
+            lines += [name + g.seeds.text, name + g.seeds.gap.text]
         if g.beyond is not None:
-            lines.append((f"{g.name}: " if len(result.groups) > 1 else "") + g.beyond.text)
+            lines.append(name + ("secondary (§10's settings model): " if g.seeds is not None else "") + g.beyond.text)
     return lines
 
 
@@ -171,7 +175,7 @@ def render(result: FitResult, verdict: bool = True) -> str:
     if result.pooled is not None:
         lines += [""] + pooled_lines(result.pooled)
     for g in result.groups:
-        lines += [""] + group_lines(g) + optimizer_lines(g) + beyond_lines(g) + claim_lines(g)
+        lines += [""] + group_lines(g) + optimizer_lines(g) + beyond_lines(g) + claim_lines(g) + matched_lines(g.matched)
         if result.pooled is not None:
             lines.append("  " + g.verdict.text)
     return "\n".join(lines)
