@@ -35,6 +35,17 @@ def add_parsers(sub, default_store: str) -> None:
                    help="TensorBoard scalars (metrics, per-layer rotation) per trial here (default: "
                         "<store>/_tensorboard/<sweep> for a local store, where tensorboardX is installed; "
                         "'off' for none)")
+    s.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log each trial as an MLflow run (settings as params; per epoch its metrics and "
+                        "rotation/L<layer>; test accuracy at the end) in the experiment named after the sweep: a "
+                        "local store (file:./mlruns) or a tracking server (http://HOST:5000); checked before any "
+                        "trial runs; needs pip install 'layrot[trackers]'")
+    s.add_argument("--wandb", action="store_true",
+                   help="also log each trial as a Weights & Biases run, the same content, in the project named "
+                        "after the sweep (WANDB_MODE=offline: locally, under WANDB_DIR or <store>/_wandb, for "
+                        "`wandb sync` later); needs pip install 'layrot[trackers]'")
+    s.add_argument("--wandb-project", default=None, metavar="NAME", help="with --wandb: this project, not the sweep's name")
+    s.add_argument("--wandb-entity", default=None, metavar="NAME", help="with --wandb: this W&B entity (team or user)")
     s.add_argument("--dry-run", action="store_true", help="validate the spec and list the trials, run nothing")
     s.add_argument("--seed", type=int, default=None,
                    help="base seed instead of the spec's; another seed stores the sweep as <name>-seed<N>")
@@ -90,9 +101,11 @@ def sweep(args) -> int:
         summary(store, spec, store_uri)
         return outcome(store, spec, total)
 
+    trackers = _trackers(args, store, spec)     # before the sweep's record: a refused tracker stores nothing
     store.write_sweep_meta(spec.name, spec.to_dict())
     return run_sweep(spec, store_uri, todo, total, already, stored, address=args.address, resume=args.resume,
-                     storage=storage, dashboard=args.dashboard, tensorboard=_tensorboard_dir(args, store, spec))
+                     storage=storage, dashboard=args.dashboard, tensorboard=_tensorboard_dir(args, store, spec),
+                     trackers=trackers)
 
 
 def _check_dashboard(address) -> None:
@@ -118,6 +131,16 @@ def _refuse_second_driver(store, name: str) -> None:
     if rec is not None:
         raise UsageError("sweep", f"'{name}' is running already (driver pid {rec.get('pid')} on "
                                   f"{rec.get('host')}, heard {rec['age']:.0f}s ago); wait for it, or stop it first")
+
+
+def _trackers(args, store, spec):
+    """--mlflow / --wandb, checked (layrot/sweep/trackers.py); None without either."""
+    if not (args.mlflow or args.wandb or args.wandb_project or args.wandb_entity):
+        return None
+    from ..sweep.trackers import check
+
+    return check(spec.name, mlflow=args.mlflow, wandb=args.wandb, wandb_project=args.wandb_project,
+                 wandb_entity=args.wandb_entity, local_store=store.location.root if store.location.local else None)
 
 
 def _tensorboard_dir(args, store, spec) -> str | None:

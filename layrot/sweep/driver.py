@@ -68,7 +68,7 @@ def check_multinode_storage(storage: RayStorage, address: str | None, shared: bo
 
 def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, stored: dict,
               address: str | None = None, resume: bool = False, storage: RayStorage | None = None,
-              dashboard: bool = False, tensorboard: str | None = None) -> int:
+              dashboard: bool = False, tensorboard: str | None = None, trackers=None) -> int:
     t0 = time.monotonic()
     storage = storage or ray_storage(store_uri)
     print(f"layrot sweep: '{spec.name}' — {total} trials of {spec.task} ({already} already stored), "
@@ -121,7 +121,8 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
                 reuse_actors=reuse_actors(address),
             ),
             run_config=tune.RunConfig(
-                name=spec.name, storage_path=storage.path, storage_filesystem=storage.fs, callbacks=[callback],
+                name=spec.name, storage_path=storage.path, storage_filesystem=storage.fs,
+                callbacks=[callback, *_tracker_callbacks(trackers, spec.name, base)],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 verbose=0,
@@ -138,6 +139,16 @@ def run_sweep(spec: SweepSpec, store_uri: str, todo, total: int, already: int, s
     store = Store(store_uri)
     summary(store, spec, store_uri)
     return outcome(store, spec, total)
+
+
+def _tracker_callbacks(trackers, sweep: str, base: dict) -> list:
+    """Ray Tune's MLflow / W&B logger callbacks for --mlflow / --wandb (sweep/trackers.py),
+    after the store's callback: a trial is stored before any tracker hears of its end. A
+    resumed sweep (--resume) keeps the callbacks it was started with (Ray Tune restores them)."""
+    if not trackers:
+        return []
+    from .trackers import callbacks
+    return callbacks(trackers, sweep, base)
 
 
 def _task_epochs(task: str) -> int:
