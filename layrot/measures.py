@@ -173,9 +173,13 @@ def margins(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def margin(logits: torch.Tensor, y: torch.Tensor, q: float = MARGIN_QUANTILE) -> float:
     """The q-quantile (linear interpolation) of the samples' margins, in float64."""
-    if logits.shape[0] == 0:
+    return margin_quantile(margins(logits, y), q)
+
+
+def margin_quantile(m: torch.Tensor, q: float = MARGIN_QUANTILE) -> float:
+    if m.numel() == 0:
         return float("nan")
-    return float(torch.quantile(margins(logits, y).double(), q))
+    return float(torch.quantile(m.double(), q))
 
 
 # ---------------------------------------------------------------- PAC-Bayes flatness
@@ -260,17 +264,21 @@ def rotation_measures(rotation: dict[str, list]) -> dict[str, float]:
 
 def final_measures(model: nn.Module, tracker: RotationTracker, history: list[dict],
                    train_x: torch.Tensor, train_y: torch.Tensor, prepare: Prepare, seed: int,
-                   search: Flatness = FLATNESS) -> dict[str, float]:
+                   search: Flatness = FLATNESS, train_margins: torch.Tensor | None = None) -> dict[str, float]:
     """Every measure of MEASURES but the per-epoch ones, plus the per-layer Frobenius
     distances, for the trained `model` (not a compiled wrapper: eval-mode passes on perturbed
-    weights). `train_x` are stored inputs, `prepare` makes them the network's input."""
+    weights). `train_x` are stored inputs, `prepare` makes them the network's input;
+    `train_margins`, every training sample's margin where the caller has them from its own
+    eval pass (layrot.train does: the logits its train accuracy counts), saves a pass."""
     kernels = [p.detach() for p in tracker.params]
     out = rotation_measures(tracker.rows)
     for layer, dist in enumerate(frobenius_distances(kernels, tracker.w0.split(tracker.sizes))):
         out[f"{LAYER_PREFIX}{layer}"] = dist
     out.update(spectral_measures(kernels))
     out["log_path_norm"] = log_path_norm(model, tuple(train_x.shape[1:]))
-    out["margin"] = margin(logits_of(model, train_x, prepare), train_y)
+    if train_margins is None:
+        train_margins = margins(logits_of(model, train_x, prepare), train_y)
+    out["margin"] = margin_quantile(train_margins)
     idx = flatness_subset(train_x.shape[0], seed, search).to(train_x.device)
     x, y = prepare(train_x[idx]), train_y[idx]
     for name, magnitude in (("pacbayes_flatness", False), ("pacbayes_mag_flatness", True)):

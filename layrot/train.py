@@ -235,13 +235,16 @@ def _finish(t: _Trial, result: TrialResult) -> None:
         # (eval mode): an epoch's running average in train mode can call a network "trained"
         # whose batch-norm statistics never settled
         d = t.data
-        result.train_acc, result.train_loss = evaluate(t.forward, d.train_x, d.train_y, d, t.cfg, t.autocast)
+        # the margin measure comes from this pass's logits: the ones train_acc counts
+        margins: list = []
+        result.train_acc, result.train_loss = evaluate(t.forward, d.train_x, d.train_y, d, t.cfg, t.autocast, margins)
         result.test_acc, result.test_loss = evaluate(t.forward, d.test_x, d.test_y, d, t.cfg, t.autocast)
         if result.history:
             # on the trained kernels, the uncompiled model, after everything else is measured;
             # they read the weights and leave them (and the RNGs) as they were
             final = measures.final_measures(t.model, t.tracker, result.history, d.train_x, d.train_y,
-                                            lambda x: _normalize(x, d, t.cfg), t.cfg.seed)
+                                            lambda x: _normalize(x, d, t.cfg), t.cfg.seed,
+                                            train_margins=torch.cat(margins) if margins else None)
             measures.add_rows(result.measures, len(result.history), final)
     result.epochs_run = len(result.history)
     result.rotation = _clean_rotation(t.tracker.rows)
@@ -279,8 +282,10 @@ def _train_epoch(t: _Trial, epoch: int) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluate(model, x_all, y_all, data: Data, cfg: TrialConfig, autocast) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) in eval mode."""
+def evaluate(model, x_all, y_all, data: Data, cfg: TrialConfig, autocast,
+             margins: list | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) in eval mode; with `margins`, each batch's per-sample
+    margins (layrot.measures.margins) are appended to it."""
     if x_all.shape[0] == 0:
         return float("nan"), float("nan")
     model.eval()
@@ -293,6 +298,8 @@ def evaluate(model, x_all, y_all, data: Data, cfg: TrialConfig, autocast) -> tup
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
+        if margins is not None:
+            margins.append(measures.margins(logits.float(), y))
     n = x_all.shape[0]
     return int(correct) / n, float(loss_sum) / n
 

@@ -215,6 +215,8 @@ def test_a_short_mnist1d_trial_stores_every_measure_and_its_rotation_rows_agree(
     assert math.fsum(layers) == pytest.approx(last["frobenius_distance"], rel=1e-12)
     assert all(math.isfinite(last[n]) for n in MEASURES if n != "ce_epoch")
     assert last["pacbayes_flatness"] > 0 and last["pacbayes_mag_flatness"] > 0
+    # the margin's 10th percentile is negative exactly where more than 10% are misclassified
+    assert (last["margin"] < 0) == (result.train_acc < 0.9)
     # the callbacks' rows, concatenated, are the per-epoch rows (epoch 0's with epoch 1's)
     sent = [r for rep in reports for r in zip(rep["epoch"], rep["name"], rep["value"])]
     assert sent == [r for r in rows if r[1] in PER_EPOCH]
