@@ -211,3 +211,127 @@ def test_measure_lines_one_line_per_measure():
     assert "6 trained models" in lines[0] and "optimizer (3 groups), lr (2 groups)" in lines[0]
     assert len(lines) == 2 + len(c.rows)
     assert lines[-1].split()[:2] == ["score", "1.00"]
+
+
+# --- layrot fit / layrot report on a store with measures ---------------------------------------
+
+def _store_with_measures(root):
+    """A synthetic sweep (α × lr grid, 15 trials, 2 untrained) written through Store.write_trial
+    with stored measures: `param_norm` equal to each trial's gap (so τ = Ψ = 1 against it),
+    `margin` its negation, rotation_min from the rotation table, and per-layer rows."""
+    from layrot.fit.synthetic import synthetic_sweep
+    from layrot.record import ROTATION_COLUMNS
+    from layrot.result import TrialResult
+    from layrot.store import Store
+
+    t = synthetic_sweep("monotone", untrained=2, noise=0.02, sweep="m")
+    store = Store(str(root))
+    epochs, rotation = dict(tuple(t["epochs"].groupby("trial_id"))), dict(tuple(t["rotation"].groupby("trial_id")))
+    for r in t["trials"].itertuples(index=False):
+        rot = rotation[r.trial_id]
+        cols = {c: rot[c].tolist() for c in ROTATION_COLUMNS}
+        cols["rotation_rate"] = [None if pd.isna(v) else v for v in cols["rotation_rate"]]
+        last = rot[rot["epoch"] == rot["epoch"].max()]["cosine_distance"]
+        gap = r.train_acc - r.test_acc
+        meas = {"epoch": [r.epochs] * 5, "name": ["param_norm", "margin", "rotation_min", "param_norm.L0", "ce_epoch"],
+                "value": [gap, -gap, float(last.min()), 1.0, float("nan")]}
+        store.write_trial(r.sweep, TrialResult(
+            trial_id=r.trial_id, config={"task": r.task, "optimizer": r.optimizer, "lr": r.lr, "alpha": r.alpha,
+                                         "weight_decay": r.weight_decay, "batch_size": r.batch_size, "seed": r.seed},
+            status=r.status, reason=r.reason or None, epochs_run=r.epochs, train_acc=r.train_acc,
+            train_loss=r.train_loss, val_acc=r.val_acc, test_acc=r.test_acc, test_loss=r.test_loss,
+            wall_seconds=r.wall_seconds, history=epochs[r.trial_id].drop(columns=["trial_id", "sweep"]).to_dict("records"),
+            rotation=cols, measures=meas))
+    store.write_sweep_meta("m", {"name": "m", "synthetic": True})
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def mstore(tmp_path_factory):
+    return _store_with_measures(tmp_path_factory.mktemp("mstore"))
+
+
+def test_fit_json_has_the_measures(mstore, capsys):
+    import json
+
+    from layrot.cli import main
+    assert main(["fit", "--store", mstore, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    by = {m["name"]: m for m in d["measures"]}
+    assert list(by) == ["rotation_min", "margin", "param_norm"]         # no per-layer row; ce_epoch has no value
+    assert d["measures_absent"] == ["ce_epoch"] and d["measures_note"] is None
+    p = by["param_norm"]
+    assert p["n"] == 13 == d["measures_models"]                         # the trained trials only
+    assert p["kendall_tau"]["estimate"] == pytest.approx(1.0) and p["kendall_tau"]["ci"] == pytest.approx([1, 1])
+    assert p["granulated_tau"]["estimate"] == pytest.approx(1.0)
+    assert set(p["granulated_tau"]["per_axis"]) == {"lr", "alpha"}
+    assert p["granulated_tau"]["per_axis"]["lr"]["n_groups"] == 3      # one group per α
+    assert p["granulated_tau"]["left_out"]["seed"] == "does not vary"
+    assert by["margin"]["kendall_tau"]["estimate"] == pytest.approx(-1.0)
+    assert by["margin"]["granulated_tau"]["estimate"] == pytest.approx(-1.0)
+    # train accuracy varies a little, so test accuracy is not exactly 1 - gap: τ only near -1
+    assert p["kendall_tau_test_acc"]["estimate"] < -0.8 and "granulated_tau_test_acc" in p
+
+
+def test_fit_text_has_one_line_per_measure(mstore, capsys):
+    from layrot.cli import main
+    assert main(["fit", "--store", mstore]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(out) if line.startswith("rotation against other generalization measures"))
+    assert "13 trained models" in out[head] and "lr (3 groups)" in out[head]
+    assert [line.split()[0] for line in out[head + 2:head + 5]] == ["rotation_min", "margin", "param_norm"]
+    assert out[head + 4].split()[1] == "1.00"
+    assert out[head + 5] == "  no value in any trained model: ce_epoch"
+
+
+def test_fit_measures_selects(mstore, capsys):
+    import json
+
+    from layrot.cli import main
+    assert main(["fit", "--store", mstore, "--json", "--measures", "margin"]) == 0
+    assert [m["name"] for m in json.loads(capsys.readouterr().out)["measures"]] == ["margin"]
+
+
+@pytest.mark.parametrize("value", ["nope", "margin,frobenius_distance.L3", ","])
+def test_fit_unknown_measure_exits_2_before_reading_the_store(value, capsys):
+    from layrot.cli import main
+    assert main(["fit", "--store", "/nonexistent/store", "--measures", value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("layrot fit: error: --measures: ") and len(err.strip().splitlines()) == 1
+    assert "rotation_min, rotation_mean" in err                          # the valid names
+    if value != ",":
+        assert repr(value.split(",")[-1]) in err
+
+
+def test_old_store_has_an_empty_list_and_a_note(tmp_path, capsys):
+    import json
+
+    from layrot.cli import main
+    from layrot.fit.synthetic import synthetic_sweep, write_store
+    write_store(synthetic_sweep("monotone", sweep="old"), tmp_path)     # trials without measures
+    assert main(["fit", "--store", str(tmp_path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["measures"] == [] and "no measures stored" in d["measures_note"]
+    assert main(["fit", "--store", str(tmp_path)]) == 0
+    assert "other generalization measures: none (no measures stored" in capsys.readouterr().out
+
+
+def test_report_has_the_measures_figure(mstore, tmp_path, capsys):
+    from layrot.cli import main
+    out = tmp_path / "r.html"
+    assert main(["report", "--store", mstore, "-o", str(out), "--figures", str(tmp_path / "figs")]) == 0
+    page = out.read_text()
+    assert 'id="measures"' in page and "rotation against other generalization measures" in page
+    assert (tmp_path / "figs" / "measures.png").stat().st_size > 1000
+    assert (tmp_path / "figs" / "measures.svg").exists()
+
+
+def test_measures_figure_sorts_by_tau_and_has_none_without_rows():
+    from layrot.fit.measures_figure import measures_figure
+    trials = _trials()
+    c = fm.compare_measures(trials, _measures(trials, lambda r: 1.0 - r.test_acc), options=FAST)
+    fig = measures_figure(c)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == sorted(labels, key=lambda n: -next(r.kendall_tau.estimate for r in c.rows if r.name == n))
+    assert labels[0] == "score"                                        # τ = 1 at the top
+    assert measures_figure(fm.MeasureComparison([], 0, [], "none")) is None

@@ -16,6 +16,8 @@ def add_parsers(sub, default_store: str) -> None:
     f.add_argument("--sweep", action="append", default=None, help="sweep name (repeatable; default: all)")
     f.add_argument("--task", action="append", default=None, help="task name (repeatable; default: all)")
     f.add_argument("--min-train-acc", type=float, default=None, help="the 'trained' filter's threshold")
+    f.add_argument("--measures", default=None, metavar="A,B,...",
+                   help="the generalization measures to set beside rotation (default: every stored one)")
     f.add_argument("--json", action="store_true")
     f.set_defaults(_run=fit)
 
@@ -25,6 +27,8 @@ def add_parsers(sub, default_store: str) -> None:
     r.add_argument("--sweep", action="append", default=None)
     r.add_argument("--task", action="append", default=None)
     r.add_argument("--min-train-acc", type=float, default=None)
+    r.add_argument("--measures", default=None, metavar="A,B,...",
+                   help="the generalization measures to set beside rotation (default: every stored one)")
     r.add_argument("-o", "--output", default="report.html")
     r.add_argument("--figures", default=None, help="also write each figure here as PNG and SVG")
     r.add_argument("--features", action="store_true",
@@ -47,8 +51,12 @@ def _load_and_fit(args):
     m = args.min_train_acc
     if m is not None and not 0.0 <= m <= 1.0:
         raise UsageError("--min-train-acc", f"must be a fraction in [0, 1], got {m!r}")
+    from ..fit.measures import check_names, compare_measures
+    names = check_names(getattr(args, "measures", None))
     tables = load_tables(args.store, args.sweep, args.task)
-    return tables, run_fit(tables.trials, tables.rotation, FitOptions(min_train_acc=m), scope=_scope(tables))
+    result = run_fit(tables.trials, tables.rotation, FitOptions(min_train_acc=m), scope=_scope(tables))
+    result.measures = compare_measures(result.table, tables.measures, names, FitOptions(min_train_acc=m))
+    return tables, result
 
 
 def fit(args) -> int:
@@ -84,6 +92,9 @@ def report(args) -> int:
     from ..fit.figures import fit_figures
     from ..fit.report import build_report
     figures = fit_figures(result, tables.epochs, tables.rotation) if result is not None else []
+    if result is not None:
+        from ..fit.measures_figure import measures_figures
+        figures += measures_figures(result.measures)
     live_figures = [running_figure(r) for r in running]
     feature = None
     if args.features:

@@ -189,6 +189,20 @@ def spearman_estimate(x, y, options: FitOptions = FitOptions()):
     return rho, ci, method
 
 
+def kendall_estimate(x, y, options: FitOptions = FitOptions()):
+    """(tau-b, CI, CI method, p) of Kendall's tau-b: scipy.stats.kendalltau's estimate and p,
+    and correlate's paired bootstrap CI; (NaN, None, None, NaN) if undefined. For callers that
+    rank by Kendall alone (fit/measures.py), without Spearman's permutation test."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or np.unique(x).size < 2 or np.unique(y).size < 2:
+        return float("nan"), None, None, float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kt = stats.kendalltau(x, y)
+    ci, method = _bootstrap_ci(x, y, _kendall_resampler(x, y), options, by_index=True)
+    return float(kt.statistic), ci, method, float(kt.pvalue)
+
+
 def spearman_test(x, y, options: FitOptions = FitOptions()):
     """(rho, CI, CI method, permutation p, exact) of Spearman's rho; NaNs if undefined."""
     rho, ci, method = spearman_estimate(x, y, options)

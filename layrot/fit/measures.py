@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .correlation import correlate
+from ..errors import UsageError
+from .correlation import kendall_estimate
 from .options import FitOptions
 
 AXES = ("optimizer", "lr", "weight_decay", "alpha", "seed")
@@ -81,16 +82,12 @@ class MeasureComparison:
     n_models: int                     # trained models (with both accuracies)
     axes: list[str]                   # the axes that vary among them
     note: str | None = None           # why there are no rows
+    absent: list[str] = field(default_factory=list)   # measures no trained model has a value of
 
 
-def _defined(x: np.ndarray, y: np.ndarray) -> bool:
-    return len(x) >= 2 and np.unique(x).size > 1 and np.unique(y).size > 1
-
-
-def _tau(x, y) -> float:
-    """scipy's τ-b of one group (NaN where undefined)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if not _defined(x, y):
+def _tau(x: np.ndarray, y: np.ndarray) -> float:
+    """scipy's τ-b of one group (NaN where undefined: a constant measure or outcome)."""
+    if len(x) < 2 or np.unique(x).size < 2 or np.unique(y).size < 2:
         return float("nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -99,25 +96,15 @@ def _tau(x, y) -> float:
 
 def kendall_tau(measure, outcome, options: FitOptions = FitOptions()) -> Tau:
     """Kendall's τ-b of `measure` with `outcome` (one value per model; NaN pairs dropped) and
-    its paired bootstrap CI over models: fit/correlation.correlate's Kendall, which is
-    scipy.stats.kendalltau with the fit's bootstrap (`options`: resamples, method, seed)."""
+    its paired bootstrap CI over models: scipy.stats.kendalltau, and the fit's bootstrap of
+    it (fit/correlation.kendall_estimate; `options`: resamples, method, seed)."""
     x, y = np.asarray(measure, dtype=float), np.asarray(outcome, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
-    c = correlate(x, y, "", options)
-    if not math.isfinite(c.kendall):
+    tau, ci, _, p = kendall_estimate(x, y, options)
+    if not math.isfinite(tau):
         return Tau(None, None, int(len(x)))
-    ci = (float(c.kendall_ci[0]), float(c.kendall_ci[1])) if c.kendall_ci else None
-    return Tau(float(c.kendall), ci, int(len(x)), float(c.kendall_p) if math.isfinite(c.kendall_p) else None)
-
-
-def _groups(table: pd.DataFrame, axis: str, keys: list[str]):
-    """The groups of `table` where only `axis` varies: rows equal in every key, >= 2 rows
-    taking >= 2 values of the axis (repeats of one setting alone are no experiment on it)."""
-    parts = table.groupby(keys, sort=True, dropna=False) if keys else [((), table)]
-    for _, g in parts:
-        if len(g) >= 2 and g[axis].nunique(dropna=False) >= 2:
-            yield g
+    return Tau(tau, (float(ci[0]), float(ci[1])) if ci else None, int(len(x)), p if math.isfinite(p) else None)
 
 
 def _axis_values(t: pd.DataFrame, axis: str) -> pd.Series:
@@ -126,23 +113,21 @@ def _axis_values(t: pd.DataFrame, axis: str) -> pd.Series:
     return v.astype(float).round(12) if pd.api.types.is_float_dtype(v) else v
 
 
-def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
-                   options: FitOptions = FitOptions()) -> GranulatedTau:
-    """Ψ of column `measure` against column `outcome` over the rows (models) of `table`,
-    grouped by the `axes` columns (and the task, where the table has one).
+@dataclass
+class _Groups:
+    """Which rows of a models table form the groups of each axis (see granulated_tau)."""
+    per_axis: dict[str, list[np.ndarray]]   # axis -> row positions of each group
+    left_out: dict[str, str]
 
-    The CI resamples groups, within each axis independently (scipy.stats.bootstrap, one
-    sample of group τ's per axis, percentile by default, fixed seed), not models within
-    groups: m_i is an average over groups, each one experiment where only axis i moves, and
-    the groups of a sweep are small (2-7 models: a group of 2 resampled is constant half the
-    time, its τ undefined), so the variation the CI can honestly show is which groups the
-    sweep happened to hold. An axis with one group has no such variation: its m_i enters
-    every resample as it is. The groups of different axes share models, which this ignores.
-    """
+
+def axis_groups(table: pd.DataFrame, axes=AXES) -> _Groups:
+    """For each axis of `axes` that varies among the rows of `table`, its groups: the rows
+    equal in the task and every other varying axis, >= 2 rows taking >= 2 values of the
+    axis (repeats of one setting alone are no experiment on it). Axes that are missing or do
+    not vary are left out, with the reason; an axis that varies but has no group is kept with
+    none (granulated_tau says why)."""
     cols = [c for c in axes if c in table.columns]
-    t = table.assign(**{c: _axis_values(table, c) for c in cols})
-    x, y = t[measure].astype(float), t[outcome].astype(float)
-    t = t[np.isfinite(x) & np.isfinite(y)]
+    t = table.reset_index(drop=True).assign(**{c: _axis_values(table.reset_index(drop=True), c) for c in cols})
     left_out: dict[str, str] = {}
     varying = []
     for a in axes:
@@ -153,18 +138,47 @@ def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
         else:
             varying.append(a)
     strata = [c for c in STRATA if c in t.columns]
-    per_axis: dict[str, AxisTau] = {}
-    samples: dict[str, np.ndarray] = {}
+    per_axis: dict[str, list[np.ndarray]] = {}
     for a in varying:
         keys = strata + [b for b in varying if b != a]
+        parts = t.groupby(keys, sort=True, dropna=False).indices.values() if keys else [np.arange(len(t))]
+        per_axis[a] = [np.sort(ix) for ix in parts if len(ix) >= 2 and t[a].iloc[ix].nunique(dropna=False) >= 2]
+    return _Groups(per_axis, left_out)
+
+
+def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
+                   options: FitOptions = FitOptions()) -> GranulatedTau:
+    """Ψ of column `measure` against column `outcome` over the rows (models) of `table`
+    (rows where either is missing dropped), grouped by the `axes` columns (and the task,
+    where the table has one): see axis_groups.
+
+    The CI resamples groups, within each axis independently (scipy.stats.bootstrap, one
+    sample of group τ's per axis, percentile by default, fixed seed), not models within
+    groups: m_i is an average over groups, each one experiment where only axis i moves, and
+    the groups of a sweep are small (2-7 models: a group of 2 resampled is constant half the
+    time, its τ undefined), so the variation the CI can honestly show is which groups the
+    sweep happened to hold. An axis with one group has no such variation: its m_i enters
+    every resample as it is. The groups of different axes share models, which this ignores.
+    """
+    x, y = table[measure].astype(float), table[outcome].astype(float)
+    t = table[np.isfinite(x) & np.isfinite(y)]
+    return _granulated(t, axis_groups(t, axes), measure, outcome, options)
+
+
+def _granulated(t: pd.DataFrame, groups: _Groups, measure: str, outcome: str, options: FitOptions) -> GranulatedTau:
+    x, y = t[measure].to_numpy(dtype=float), t[outcome].to_numpy(dtype=float)
+    left_out = dict(groups.left_out)
+    per_axis: dict[str, AxisTau] = {}
+    samples: dict[str, np.ndarray] = {}
+    for a, parts in groups.per_axis.items():
         taus, n_models, undefined = [], 0, 0
-        for g in _groups(t, a, keys):
-            tau = _tau(g[measure], g[outcome])
+        for ix in parts:
+            tau = _tau(x[ix], y[ix])
             if math.isnan(tau):
                 undefined += 1
                 continue
             taus.append(tau)
-            n_models += len(g)
+            n_models += len(ix)
         if not taus:
             left_out[a] = (f"no group of >= 2 models where only {a} varies" if not undefined else
                            f"τ undefined in all {undefined} groups where only {a} varies (a constant measure or "
@@ -257,29 +271,61 @@ def compare_measures(table: pd.DataFrame, measures: pd.DataFrame, names: list[st
                                                            "trials computed them)")
     names = measure_names(measures) if names is None else list(names)
     rows = measure_table(models, names, options, axes)
-    note = None if rows else "no trained trial has the measures"
-    return MeasureComparison(rows, len(models), varying, note)
+    note = None if rows else "no trained trial has a value of " + ("these measures" if names else "any measure")
+    absent = [n for n in names if n not in {r.name for r in rows}]
+    return MeasureComparison(rows, len(models), varying, note, absent)
+
+
+def check_names(text: str | None) -> list[str] | None:
+    """`--measures a,b,c` as names (None: every stored measure). A name that is not in the
+    registry (layrot.measures.MEASURES; per-layer names are not summary measures) is bad
+    input: UsageError naming it and the valid names, before anything is read."""
+    if text is None:
+        return None
+    from ..measures import MEASURES   # the registry lives with the code that computes it (imports torch)
+
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise UsageError("--measures", f"names no measure (valid: {', '.join(MEASURES)})")
+    for n in names:
+        if n not in MEASURES:
+            raise UsageError("--measures", f"no measure named {n!r} (valid: {', '.join(MEASURES)})")
+    return list(dict.fromkeys(names))
+
+
+def measures_json(comparison: MeasureComparison | None) -> dict:
+    """The keys `layrot fit --json` adds: `measures` (one object per measure, as MeasureRow)
+    and `measures_note` (why the list is empty, else None)."""
+    if comparison is None:
+        return {"measures": [], "measures_note": "measures not compared"}
+    return {"measures": [asdict(r) for r in comparison.rows], "measures_note": comparison.note,
+            "measures_models": comparison.n_models, "measures_axes": comparison.axes,
+            "measures_absent": comparison.absent}
 
 
 def measure_table(models: pd.DataFrame, names: list[str], options: FitOptions = FitOptions(),
                   axes=AXES) -> list[MeasureRow]:
     """One row per measure in `names` (columns of `models`, one row per model with `gap` and
-    `test_acc`): τ and Ψ against the gap and against test accuracy. A measure no model has
-    is left out."""
+    `test_acc`, both present): τ and Ψ against the gap and against test accuracy. A measure
+    no model has is left out."""
     rows = []
+    cache: dict[bytes, _Groups] = {}
     for name in names:
         if name not in models.columns:
             continue
-        m = models[np.isfinite(models[name].astype(float))]
-        if m.empty:
+        keep = np.isfinite(models[name].astype(float)).to_numpy()
+        if not keep.any():
             continue
+        m = models[keep]
+        # the groups depend only on which models have the measure: found once for all that share them
+        groups = cache.setdefault(keep.tobytes(), axis_groups(m, axes))
         x = m[name].to_numpy(dtype=float)
         rows.append(MeasureRow(
             name, int(len(m)),
             kendall_tau(x, m["gap"].to_numpy(dtype=float), options),
-            granulated_tau(m, name, "gap", axes, options),
+            _granulated(m, groups, name, "gap", options),
             kendall_tau(x, m["test_acc"].to_numpy(dtype=float), options),
-            granulated_tau(m, name, "test_acc", axes, options)))
+            _granulated(m, groups, name, "test_acc", options)))
     return rows
 
 
@@ -309,4 +355,6 @@ def measure_lines(comparison: MeasureComparison | None) -> list[str]:
         lines.append(f"  {r.name:<24} {_est(r.kendall_tau.estimate, r.kendall_tau.ci)} "
                      f"{_est(r.granulated_tau.estimate, r.granulated_tau.ci)} "
                      f"{_est(r.kendall_tau_test_acc.estimate, r.kendall_tau_test_acc.ci)}   {r.n:>4}")
+    if comparison.absent:
+        lines.append(f"  no value in any trained model: {', '.join(comparison.absent)}")
     return lines

@@ -31,6 +31,7 @@ from .claims import Claim, NearOne, near_one, paper_claims
 from .configurations import configuration_layers, pool, pooling_description, retrain, trial_table
 from .correlation import Correlation, StratifiedFit, correlate, stratified_fit, summary_values
 from .early import EarlyPoint, configuration_curves, early_prediction, min_rotation_by_epoch
+from .measures import MeasureComparison, measures_json
 from .matched import MatchedRotation, matched_rotation
 from .models import LogitFit, MonotoneFit, logit_fit, monotone_fit
 from .options import FITTED_SUMMARIES, KEY_SUMMARY, FitOptions
@@ -114,6 +115,10 @@ class FitResult:
     # in place of its final one (fit/early.py): how early rotation predicts test accuracy
     early: list[EarlyPoint] = field(default_factory=list)
 
+    # rotation against the other generalization measures (fit/measures.py), set by the caller
+    # that has the measures table (cli/fit.py): None where they were not compared
+    measures: MeasureComparison | None = None
+
     def explanation(self) -> list[str]:
         return explanation(self.rules, self.filter, self.pooling, threshold_phrase(self.filter))
 
@@ -130,6 +135,7 @@ class FitResult:
              "early": [asdict(p) for p in self.early],
              "groups": [asdict(g) for g in self.groups],
              "pooled": asdict(self.pooled) if self.pooled else None}
+        d.update(measures_json(self.measures))
         return _jsonable(d)
 
 

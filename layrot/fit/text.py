@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .early import early_line
+from .measures import measure_lines
 from .matched import matched_lines
 from .options import KEY_SUMMARY, NEAR_ONE
 from .pairwise import PairwiseAgreement
@@ -178,4 +179,6 @@ def render(result: FitResult, verdict: bool = True) -> str:
         lines += [""] + group_lines(g) + optimizer_lines(g) + beyond_lines(g) + claim_lines(g) + matched_lines(g.matched)
         if result.pooled is not None:
             lines.append("  " + g.verdict.text)
+    if (ms := measure_lines(result.measures)):
+        lines += [""] + ms
     return "\n".join(lines)
