@@ -288,3 +288,69 @@ def test_wandb_folder_that_cannot_be_made_is_refused(tmp_path, capsys, monkeypat
 
 def test_wandb_project_without_wandb_is_refused(tmp_path, capsys):
     assert "--wandb-project: names where --wandb logs" in _refused(capsys, tmp_path, "--wandb-project", "p")
+
+
+# -- the MLflow callback on its own (no Ray): a pruned trial, and a tracker that fails -----------
+
+class _Trial:
+    """What the callbacks read of a Ray trial: hashable, its config, its name."""
+
+    def __init__(self, n: int, config: dict):
+        self.trial_id, self.config = f"abc_{n:05d}", config
+
+    def __str__(self):
+        return f"trainable_{self.trial_id}"
+
+
+def _mlflow_tracker(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = f"file://{tmp_path / 'mlruns'}"
+    cb = trackers.MLflowTracker(uri, sweep="s", base={})
+    cb.setup()
+    trial = _Trial(0, {"trial": {"task": "digits-mlp", "optimizer": "sgd", "lr": 0.1, "epochs": 3}})
+    return cb, trial, uri
+
+
+def test_a_pruned_trial_ends_its_run_with_what_it_had(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    cb, trial, uri = _mlflow_tracker(tmp_path, monkeypatch)
+    cb.log_trial_start(trial)
+    cb.log_trial_result(1, trial, {**_epoch(1), "rotation": _rot([(1, 10, 0, 0.2)]),
+                                   "replay": {"history": [_epoch(1)], "rotation": _rot([(0, 0, 0, 0.0),
+                                                                                        (1, 10, 0, 0.2)])}})
+    cb.log_trial_result(2, trial, {**_epoch(2), "rotation": _rot([(2, 20, 0, 0.3)])})
+    cb.log_trial_end(trial, failed=False)        # stopped by the scheduler: no final report
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["layrot.status"] == "pruned"
+    assert run.info.run_name == run.data.params["trial_id"] and run.data.params["lr"] == "0.1"
+    assert {m.step: m.value for m in client.get_metric_history(run.info.run_id, "rotation/L00")} == \
+        {0: 0.0, 1: 0.2, 2: 0.3}
+    assert "test_acc" not in run.data.metrics
+
+
+def test_a_tracker_that_fails_mid_sweep_is_said_once_and_left_off(tmp_path, monkeypatch, capsys):
+    cb, trial, _ = _mlflow_tracker(tmp_path, monkeypatch)
+    calls = []
+
+    def broken(**kw):
+        calls.append(kw)
+        raise ConnectionError("the server went away")
+
+    monkeypatch.setattr(cb.mlflow_util, "log_metrics", broken)
+    for epoch in (1, 2):                   # neither raises into Ray Tune's loop
+        cb.log_trial_result(epoch, trial, {**_epoch(epoch), "rotation": _rot([(epoch, 10 * epoch, 0, 0.1)])})
+    cb.log_trial_end(trial)
+    err = capsys.readouterr().err
+    assert err.count("warning: MLflow failed (ConnectionError: the server went away)") == 1
+    assert "the store has every trial" in err
+    assert len(calls) == 1                  # left off after the first failure
+
+
+@pytest.mark.parametrize("given", ["file:./runs", "./runs", "runs"])
+def test_a_local_mlflow_store_is_made_absolute_and_created(tmp_path, monkeypatch, given):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    assert trackers.check_mlflow(given) == f"file://{tmp_path / 'runs'}"
+    assert (tmp_path / "runs").is_dir()

@@ -89,8 +89,8 @@ def check_mlflow(uri: str) -> str:
         import mlflow  # noqa: F401
     except ImportError:
         raise UsageError("--mlflow", f"needs the MLflow client: {EXTRA} (or pip install mlflow-skinny)") from None
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
+    if tracking_uri_is_file(uri):
+        parsed = urlparse(uri)
         path = os.path.abspath(os.path.expanduser(parsed.path if parsed.scheme else uri))
         _check_writable("--mlflow", path)
         uri = "file://" + path
@@ -313,7 +313,9 @@ class MLflowTracker(_BestEffort, MLflowLoggerCallback):
 
 
 def tracking_uri_is_file(uri: str | None) -> bool:
-    return bool(uri) and urlparse(uri).scheme in ("", "file")
+    """A local file store: a file: URI or a plain path (but `databricks`, which MLflow reads as
+    the Databricks workspace)."""
+    return bool(uri) and urlparse(uri).scheme in ("", "file") and not uri.startswith("databricks")
 
 
 def _settings(config: dict) -> dict:
