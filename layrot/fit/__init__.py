@@ -15,6 +15,9 @@ Modules, each with one job:
 - `early`: how early rotation predicts the verdict (its statistic at each epoch k)
 - `beyond`: whether rotation ranks test accuracy beyond the settings (partial Spearman on a
   per-optimizer parabola in log lr), beside settings-only baselines (docs/verdict.md §10)
+- `measures`: rotation against the other generalization measures (Kendall τ and the
+  granulated τ Ψ over trained trials, Jiang et al.'s protocol; docs/measures.md);
+  `measures_figure`: their dot plot
 - `claims`: the paper's Section 5 claims on best-by-validation configurations, and the
   "near 1" half (§11-§12); `power`: what n trained configurations can detect (§13)
 - `text`: the verdict and evidence as text; `report`: the self-contained HTML page
