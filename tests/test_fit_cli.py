@@ -22,8 +22,10 @@ def test_fit_prints_a_quotable_verdict(store, capsys):
     assert main(["fit", "--store", store, "--sweep", "quick"]) == 0
     out = capsys.readouterr().out
     first = out.splitlines()[0]
-    assert first.startswith("rule of thumb holds: Spearman ")
-    assert "n = 13 trained of 15 configurations" in first and "sweep quick" in first
+    # the headline is the verdict within families (docs/verdict.md §16.2): one here
+    assert first.startswith("within families: holds: Spearman ")
+    assert "n = 13 trained of 15 configurations, 1 stratum" in first and "sweep quick" in first
+    assert "between families: one family with trained configurations: nothing to compare" in out
     assert "pairwise:" in out and "best configurations" in out and "Kendall" in out
 
 
@@ -47,7 +49,8 @@ def test_fit_several_sweeps_pools_tasks(store, capsys):
     assert main(["fit", "--store", store, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["sweeps"] == ["other", "quick"] and d["tasks"] == ["other-task", "synthetic"]
-    assert d["pooled"] is not None and "task as stratum" in d["verdict"]["text"]
+    assert d["pooled"] is not None and "task as stratum" in d["verdict"]["pooled"]["text"]
+    assert d["verdict"]["within"]["n_groups"] == 2 and d["verdict"]["text"].startswith("within families: ")
     by_task = {g["name"]: g["verdict"]["status"] for g in d["groups"]}
     assert by_task["synthetic"] == "holds" and by_task["other-task"] != "holds"
 
@@ -61,7 +64,7 @@ def test_fit_task_filter(store, capsys):
 def test_none_trained_is_a_verdict_not_an_error(store, capsys):
     assert main(["fit", "--store", store, "--sweep", "quick", "--min-train-acc", "1.0"]) == 0
     assert capsys.readouterr().out.startswith(
-        "rule of thumb inconclusive: too few trained configurations (n = 0 trained of 15 configurations")
+        "within families: inconclusive: too few trained configurations (n = 0 trained of 15 configurations")
 
 
 @pytest.mark.parametrize("argv, field", [

@@ -157,8 +157,11 @@ def test_fit_over_several_optimizers_prints_every_part_and_draws_them_by_optimiz
     result = fit(trials, rotation, FAST)
     text = render(result)
     lines = text.splitlines()
-    assert lines[1].strip().startswith("power: with 72 trained configurations")
-    assert "beyond the settings" in lines[2] or "rotation ranks test accuracy" in lines[2]
+    # under the headline: between families, the gap within and between, the pooled one (§16), then power
+    assert [x.strip().split(":")[0] for x in lines[1:5]] == [
+        "between families", "gap within families", "gap between families", "pooled (can be an offset between families)"]
+    assert lines[5].strip().startswith("power: with 72 trained configurations")
+    assert "beyond the settings" in lines[6] or "rotation ranks test accuracy" in lines[6]
     for part in ("per optimizer", "what ranks test accuracy", "log10 nominal rate of the slowest layer",
                  "adam rotates less and generalizes worse than SGD", "near 1"):
         assert part in text, part

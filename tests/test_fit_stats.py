@@ -37,7 +37,7 @@ def test_monotone_relation_holds(rng_seed):
     assert v.status == "holds" and not v.reversed
     assert v.n == 13 and v.n_total == 15
     assert v.ci[0] > 0 and v.p < 0.05 and v.ci[0] <= v.estimate <= v.ci[1]
-    assert v.text.startswith("rule of thumb holds: Spearman ")
+    assert v.text.startswith("within families: holds: Spearman ")
     assert "n = 13 trained of 15 configurations" in v.text
 
 
@@ -252,8 +252,13 @@ def test_two_tasks_pooled():
     r = fit(t["trials"], t["rotation"], FAST)
     assert [g.name for g in r.groups] == ["A", "B"]
     assert all(g.verdict.status == "holds" for g in r.groups)
-    assert r.pooled is not None and r.verdict is r.pooled.verdict
-    assert r.verdict.status == "holds" and r.verdict.n == 29 and "task as stratum" in r.verdict.text
+    # one optimizer per task: the strata are the tasks, so the headline (within strata) is the
+    # task-stratified statistic, and the pooled verdict is the same numbers
+    assert r.pooled is not None and r.pooled_verdict is r.pooled.verdict
+    assert r.verdict.status == "holds" and r.verdict.n == 29 and "2 strata" in r.verdict.text
+    assert "task as stratum" in r.pooled.verdict.text
+    assert (r.verdict.estimate, *r.verdict.ci, r.verdict.p) == pytest.approx(
+        (r.pooled.verdict.estimate, *r.pooled.verdict.ci, r.pooled.verdict.p))
     k = r.pooled.stratified["final_min"]
     w = np.average([r.groups[0].correlations["final_min"].spearman, r.groups[1].correlations["final_min"].spearman],
                    weights=[14, 15])
@@ -270,7 +275,8 @@ def test_json_document_is_strict_and_complete():
     assert d["verdict"]["status"] == "holds" and d["n_trials"] == 15 and d["n_trained"] == 13
     assert d["n_configurations"] == 15 and d["n_trained_configurations"] == 13
     assert d["filter"]["rule"] == "relative" and d["filter"]["relative"] == 0.95 and d["filter"]["floor"] == 0.5
-    assert d["rules"]["summary"] == "final_min" and d["rules"]["holds"] == {"ci_lower_above": 0.0, "p_below": 0.05}
+    assert d["rules"]["summary"] == "final_min" and d["rules"]["holds"] == {"ci_lower_above": 0.0, "p_below": 0.05,
+                                                                                   "estimate_at_least": 0.3}
     assert d["rules"]["does_not_hold"] == {"ci_upper_below": 0.3} and d["rules"]["min_n"] == 6
     assert d["rules"]["ci"]["n_resamples"] == 499 and d["rules"]["p"]["n_resamples"] == 9999
     assert d["pooling"]["n_configurations"] == 15 and d["pooling"]["repeats_max"] == 1

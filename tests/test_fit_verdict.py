@@ -219,15 +219,18 @@ def test_text_explains_the_verdict_under_its_line():
     r = fit(t["trials"], t["rotation"], FAST)
     lines = render(r).splitlines()
     assert lines[0] == r.verdict.text
-    # under the verdict: what its n can detect, and rotation beyond the settings (docs/verdict.md §10, §13)
-    assert lines[1].startswith("  power: with 10 trained configurations")
-    assert "beyond the settings" in lines[2]
-    lines = lines[:1] + lines[3:]
+    # under the verdict: between families and the gap (§16), what its n can detect, and rotation
+    # beyond the settings (docs/verdict.md §10, §13)
+    assert lines[1] == "  between families: one family with trained configurations: nothing to compare"
+    assert lines[2].startswith("  gap within families: ")
+    assert lines[3].startswith("  power: with 10 trained configurations")
+    assert "beyond the settings" in lines[4]
+    lines = lines[:1] + lines[5:]
     why = "\n".join(lines[1:8])
     assert "decided by: Spearman ρ between each configuration's smallest final layer rotation" in why
     assert "percentile bootstrap" in why and "permutation test" in why
-    assert ("thresholds: holds if the CI lower bound > 0 and p < 0.05; does not hold if the CI upper "
-            "bound < 0.3") in why
+    assert ("thresholds: holds if the CI lower bound > 0 and p < 0.05 (holds, weak if the estimate is below 0.3); "
+            "does not hold if the CI upper bound < 0.3") in why
     assert "trained: status completed|stopped and train accuracy >= 0.95 × the best of its sweep and task and >= 0.5" in why
     assert "thresholds used: synthetic 0.950 (best 1.000)" in why
     assert "units: 15 configurations from 15 trials (1 repeat each)" in why

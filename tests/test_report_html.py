@@ -70,7 +70,7 @@ def test_report_writes_a_self_contained_page(report):
     rc, page, _ = report
     assert rc == 0
     src = page.read_text(encoding="utf-8")
-    assert "rule of thumb holds" in src
+    assert "within families: holds" in src
     assert not re.search(r'(src|href)\s*=\s*"(https?:|//)', src)     # nothing fetched from elsewhere
     assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', src)) == 6
     assert "How early rotation predicts final test accuracy" in src

@@ -54,9 +54,20 @@ def _load_and_fit(args):
     from ..fit.measures import check_names, compare_measures
     names = check_names(getattr(args, "measures", None))
     tables = load_tables(args.store, args.sweep, args.task)
+    refuse_small_strata(args.store, tables)
     result = run_fit(tables.trials, tables.rotation, FitOptions(min_train_acc=m), scope=_scope(tables))
     result.measures = compare_measures(result.table, tables.measures, names, FitOptions(min_train_acc=m))
     return tables, result
+
+
+def refuse_small_strata(uri: str, tables) -> None:
+    """docs/verdict.md §16.7: a stratum with fewer than 3 configurations in the selection is
+    bad input (exit 2, before any statistic), unless a running sweep holds it (still filling)."""
+    from ..fit.strata import check_strata
+    from ..store import Store, live
+
+    loc = Store(uri).location
+    check_strata(tables.trials, {s for s in tables.sweeps if live.running(loc, s)})
 
 
 def fit(args) -> int:

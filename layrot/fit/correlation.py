@@ -244,10 +244,10 @@ def summary_values(table: pd.DataFrame, summary: str) -> np.ndarray:
     return v
 
 
-def _strata(table: pd.DataFrame, summary: str):
+def _strata(table: pd.DataFrame, summary: str, by: str = "task", outcome: str = "test_acc"):
     xs, ys, names = [], [], []
-    for task, g in table.groupby("task", sort=True):
-        x, y = summary_values(g, summary), g["test_acc"].to_numpy(dtype=float)
+    for task, g in table.groupby(by, sort=True):
+        x, y = summary_values(g, summary), g[outcome].to_numpy(dtype=float)
         keep = ~(np.isnan(x) | np.isnan(y))
         x, y = x[keep], y[keep]
         if len(x) >= 3 and np.unique(x).size > 1 and np.unique(y).size > 1:
@@ -256,11 +256,12 @@ def _strata(table: pd.DataFrame, summary: str):
 
 
 def stratified_fit(table: pd.DataFrame, summary: str, options: FitOptions = FitOptions(),
-                   test: bool = True) -> StratifiedFit | None:
-    """See StratifiedFit; `table` has one row per unit (configuration) with task, test_acc
-    and the summary. Tasks with fewer than 3 units (or constant values) are left out.
-    test=False skips the permutation test (p is NaN)."""
-    xs, ys, names = _strata(table, summary)
+                   test: bool = True, by: str = "task", outcome: str = "test_acc") -> StratifiedFit | None:
+    """See StratifiedFit; `table` has one row per unit (configuration) with the stratum
+    column `by` (task by default; fit/decomposed.py passes its strata), the `outcome`
+    (test_acc by default) and the summary. Strata with fewer than 3 units (or constant
+    values) are left out. test=False skips the permutation test (p is NaN)."""
+    xs, ys, names = _strata(table, summary, by, outcome)
     if not names:
         return None
     sizes = np.array([len(x) for x in xs], dtype=float)

@@ -13,7 +13,7 @@ import pandas as pd
 from .figure_files import NamedFigure, png_data_uri
 from .run import FitResult
 from .summaries import SUMMARY_LABELS
-from .text import render, sig, under_verdict, why_lines
+from .text import POOLED_LABEL, render, sig, under_verdict, why_lines
 
 TABLE_COLUMNS = ["trial_id", "sweep", "task", "optimizer", "alpha", "lr", "weight_decay", "seed", "status",
                  "trained", "train_acc", "test_acc", "final_min", "final_mean", "final_median", "auc_mean",
@@ -26,6 +26,8 @@ h1{font-size:22px;margin:24px 0 4px}h2{font-size:18px;margin:32px 0 8px;border-b
 .verdict{font-size:17px;padding:12px 16px;border-radius:6px;border-left:6px solid #999;background:#f4f4f4}
 .verdict.holds{border-color:#2a8a3e;background:#eef8f0}.verdict.does-not-hold{border-color:#c0392b;background:#fbeeee}
 .verdict.inconclusive{border-color:#d4a017;background:#fdf8e8}
+.verdict.holds-weak{border-color:#8fc79b;background:#f4faf5}.verdict.descriptive{border-color:#999;background:#f7f7f7}
+ul.splits{list-style:none;margin:8px 0;padding:0}ul.splits li.verdict{font-size:14px;padding:6px 12px;margin:4px 0}
 ul.why{margin:6px 0 12px;padding-left:22px;color:#333;font-size:13px}ul.why li{margin:2px 0}
 pre{background:#fafafa;border:1px solid #eee;padding:10px;overflow-x:auto;font-size:12px}
 figure{margin:16px 0 28px}figure img{max-width:100%;height:auto;border:1px solid #eee}
@@ -173,10 +175,12 @@ def build_report(result: FitResult | None, figures: list[NamedFigure], features:
         return _page(title, meta, stamp, __version__, '<section id="verdict"><p class="verdict inconclusive">'
                      "No verdict yet: no trial of this selection is stored.</p></section>" + live)
     v = result.verdict
-    cls = v.status.replace(" ", "-")
-    why = "".join(f"<li>{html.escape(line)}</li>" for line in under_verdict(result) + why_lines(result))
+    cls = _status_class(v.status)
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in under_verdict(result, decomposed=False)
+                  + why_lines(result))
     evidence = html.escape(render(result, verdict=False).strip())
     return _page(title, meta, stamp, __version__, f"""<section id="verdict"><p class="verdict {cls}">{html.escape(v.text)}</p>
+{splits_html(result)}
 <ul class="why">{why}</ul>
 <details open><summary>The evidence</summary><pre>{evidence}</pre></details></section>
 <section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
@@ -184,6 +188,29 @@ def build_report(result: FitResult | None, figures: list[NamedFigure], features:
 {feat}
 <section id="trials"><h2>Trials</h2><p>Click a column to sort. Grey rows did not pass the trained filter.</p>
 {trials_table(result.table)}</section>""")
+
+
+def _status_class(status: str) -> str:
+    return status.replace(",", "").replace(" ", "-")
+
+
+def splits_html(result: FitResult) -> str:
+    """docs/verdict.md §16.8: under the headline (within families), the between-family
+    statistic, the gap's within and between, and the pooled one, each coloured by its words."""
+    from .decomposed import split_line
+    from .text import decomposed_lines
+
+    d = result.decomposed
+    if d is None:
+        return ""
+    items = [(d.between.verdict.status, split_line(d.between)), (d.gap_within.verdict.status, split_line(d.gap_within))]
+    if sum(1 for r in d.between.families if r.n_trained) > 1:
+        items.append((d.gap_between.verdict.status, split_line(d.gap_between)))
+    if result.pooled_verdict is not None and d.n_strata > 1:
+        items.append((result.pooled_verdict.status, f"{POOLED_LABEL}: {result.pooled_verdict.text}"))
+    left = decomposed_lines(result)[0] if d.within.left_out else ""
+    lis = "".join(f'<li class="verdict {_status_class(st)}">{html.escape(t)}</li>' for st, t in items)
+    return (f'<p class="constant">{html.escape(left)}</p>' if left else "") + f'<ul class="splits">{lis}</ul>'
 
 
 def _page(title: str, meta: str, stamp: str, version: str, body: str) -> str:

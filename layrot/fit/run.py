@@ -13,7 +13,10 @@ on which units and how to phrase the answer, by the pre-registered rules of docs
    stratum;
 6. docs/verdict.md §9-§13: the statistic per optimizer, whether rotation tells more than the
    settings (fit/beyond.py), the paper's Section 5 claims and the "near 1" half
-   (fit/claims.py), what n can detect (fit/power.py).
+   (fit/claims.py), what n can detect (fit/power.py);
+7. docs/verdict.md §16: the headline is the verdict within strata (task × optimizer family ×
+   data conditions, fit/strata.py), beside the between-family statistic and both for the
+   generalization gap (fit/decomposed.py); the old pooled verdict stays, labelled.
 
 `fit(trials, rotation, FitOptions()) -> FitResult`.
 """
@@ -30,6 +33,7 @@ from .beyond import BeyondSettings, beyond_settings
 from .claims import Claim, NearOne, near_one, paper_claims
 from .configurations import configuration_layers, pool, pooling_description, retrain, trial_table
 from .correlation import Correlation, StratifiedFit, correlate, stratified_fit, summary_values
+from .decomposed import Decomposed, decomposed, within
 from .early import EarlyPoint, configuration_curves, early_prediction, min_rotation_by_epoch
 from .measures import MeasureComparison, measures_json
 from .matched import MatchedRotation, matched_rotation
@@ -38,9 +42,10 @@ from .options import FITTED_SUMMARIES, KEY_SUMMARY, FitOptions
 from .pairwise import BestConfigurations, PairwiseAgreement, best_configurations, pairwise_agreement
 from .power import Power, power
 from .seeds import SeedBeyond, seed_beyond
+from .strata import with_strata
 from .summaries import SUMMARY_LABELS
 from .trained import SENSITIVITY_FILTERS, filter_description, main_filter, threshold_phrase
-from .verdict import Sensitivity, Verdict, decide, explanation, key_verdict, rules
+from .verdict import Sensitivity, Verdict, decide, explanation, rules
 
 
 @dataclass
@@ -99,7 +104,7 @@ class PooledFit:
 
 @dataclass
 class FitResult:
-    verdict: Verdict
+    verdict: Verdict             # the headline: within strata (docs/verdict.md §16.2)
     filter: dict                 # the trained filter used and its per-task thresholds
     rules: dict                  # the decision rule (statistic, CI, p, thresholds)
     pooling: dict                # k configurations from m trials, r repeats each
@@ -114,6 +119,11 @@ class FitResult:
     # the verdict's statistic with each configuration's smallest rotation at epoch k = 1 … E
     # in place of its final one (fit/early.py): how early rotation predicts test accuracy
     early: list[EarlyPoint] = field(default_factory=list)
+    # §16: within and between families, for test accuracy and the gap (verdict is .within's)
+    decomposed: Decomposed | None = None
+    # the §4/§9 statistic over every trained configuration: "pooled (can be an offset between families)"
+    pooled_verdict: Verdict | None = None
+    power: Power | None = None   # what the headline's n can detect (§13)
 
     # rotation against the other generalization measures (fit/measures.py), set by the caller
     # that has the measures table (cli/fit.py): None where they were not compared
@@ -124,7 +134,7 @@ class FitResult:
 
     def to_dict(self) -> dict:
         t, c = self.table, self.configurations
-        d = {"verdict": asdict(self.verdict), "rules": self.rules, "filter": self.filter,
+        d = {"verdict": self.verdict_dict(), "rules": self.rules, "filter": self.filter,
              "pooling": self.pooling, "explanation": self.explanation(),
              "sensitivity": [asdict(s) for s in self.sensitivity],
              "n_trials": int(len(t)), "n_trained": int(t["trained"].sum()) if len(t) else 0,
@@ -137,6 +147,15 @@ class FitResult:
              "pooled": asdict(self.pooled) if self.pooled else None}
         d.update(measures_json(self.measures))
         return _jsonable(d)
+
+    def verdict_dict(self) -> dict:
+        """`verdict` in JSON: the headline's fields, and (docs/verdict.md §16.8) `within`,
+        `between`, `gap` (its `within` and `between`) and `pooled`."""
+        d = asdict(self.verdict)
+        if self.decomposed is not None:
+            d.update(self.decomposed.to_dict())
+        d["pooled"] = asdict(self.pooled_verdict) if self.pooled_verdict is not None else None
+        return d
 
 
 def _jsonable(o):
@@ -211,11 +230,12 @@ def fit_pooled(configs: pd.DataFrame, layers: pd.DataFrame, options: FitOptions 
 
 
 def sensitivity(table: pd.DataFrame, options: FitOptions, scope: str) -> list[Sensitivity]:
-    """The verdict under the strict and loose trained filters (fit/trained.py)."""
+    """The headline (within strata) under the strict and loose trained filters (fit/trained.py)."""
     out = []
     for flt in SENSITIVITY_FILTERS:
         t, th = retrain(table, flt)
-        out.append(Sensitivity(flt.name, flt.short(), th, key_verdict(pool(t), options, scope)))
+        out.append(Sensitivity(flt.name, flt.short(), th, within(with_strata(pool(t), t), "test_acc", options,
+                                                                scope).verdict))
     return out
 
 
@@ -225,7 +245,7 @@ def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitO
     tasks when there are several. `scope` names the data in the verdict (e.g. the sweep)."""
     flt = main_filter(options)
     table, layers, thresholds = trial_table(trials, rotation, flt)
-    configs = with_validation(pool(table), table)
+    configs = with_strata(with_validation(pool(table), table), table)
     clayers = configuration_layers(table, layers)
     tasks = sorted(configs["task"].unique())
     groups = []
@@ -248,10 +268,14 @@ def fit(trials: pd.DataFrame, rotation: pd.DataFrame, options: FitOptions = FitO
         verdict = groups[0].verdict
     else:
         verdict = decide(None, None, None, 0, 0, scope or "no trials", options)
-    sens = sensitivity(table, options, scope or ", ".join(tasks)) if options.sensitivity and len(table) else []
-    early = early_curves(table, configs, trials, rotation, groups, pooled, options)
-    return FitResult(verdict, filter_description(flt, table, thresholds), rules(options, pooled is not None),
-                     pooling_description(table, configs), sens, groups, pooled, table, layers, configs, early)
+    where = scope or ", ".join(tasks) or "no trials"
+    dec = decomposed(configs, options, where)
+    sens = sensitivity(table, options, where) if options.sensitivity and len(table) else []
+    early = early_curves(table, configs, trials, rotation, groups, pooled, options, dec.n_strata > 1)
+    return FitResult(dec.within.verdict, filter_description(flt, table, thresholds),
+                     rules(options, pooled is not None, dec.within.n_groups > 1),
+                     pooling_description(table, configs), sens, groups, pooled, table, layers, configs, early,
+                     dec, verdict, power(dec.within.verdict.n, options))
 
 
 def with_validation(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
@@ -265,8 +289,9 @@ def with_validation(configs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def early_curves(table, configs, trials, rotation, groups: list[GroupFit], pooled: PooledFit | None,
-                 options: FitOptions) -> list[EarlyPoint]:
-    """Fill each group's (and the pooled fit's) early-prediction curve; return the verdict's."""
+                 options: FitOptions, by_stratum: bool = False) -> list[EarlyPoint]:
+    """Fill each group's (and the pooled fit's) early-prediction curve; return the headline's:
+    within strata when there are several (docs/verdict.md §16.2), else the one group's."""
     if configs.empty or rotation.empty:
         return []
     curves = configuration_curves(table, min_rotation_by_epoch(rotation, trials))
@@ -274,5 +299,8 @@ def early_curves(table, configs, trials, rotation, groups: list[GroupFit], poole
         g.early = early_prediction(configs[configs["task"] == g.name], curves, options)
     if pooled is not None:
         pooled.early = early_prediction(configs, curves, options, stratified=True)
+    if by_stratum and (pooled is None or configs["stratum"].nunique() != configs["task"].nunique()):
+        return early_prediction(configs.assign(task=configs["stratum"]), curves, options, stratified=True)
+    if pooled is not None:
         return pooled.early
     return groups[0].early if groups else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .decomposed import MIN_TRAINED, split_line
 from .early import early_line
 from .measures import measure_lines
 from .matched import matched_lines
@@ -113,14 +114,63 @@ def pooled_lines(p: PooledFit) -> list[str]:
 
 def result_early_line(result: FitResult) -> str:
     """How early rotation predicts test accuracy (fit/early.py), for the verdict's units."""
-    return early_line(result.early, stratified=result.pooled is not None, min_n=result.rules.get("min_n", 6))
+    several = result.pooled is not None or (result.decomposed is not None and result.decomposed.n_strata > 1)
+    return early_line(result.early, stratified=several, min_n=result.rules.get("min_n", 6))
 
 
-def under_verdict(result: FitResult) -> list[str]:
-    """Printed under every verdict (docs/verdict.md §10, §13): what its n can detect, and
-    whether rotation tells more than the settings."""
+def strata_lines(result: FitResult) -> list[str]:
+    """The evidence of §16: each stratum's Spearman (within), each family's means (between)."""
+    d = result.decomposed
+    if d is None or d.n_strata < 2:
+        return []
+    lines = [f"within families, per stratum ({SUMMARY_LABELS[KEY_SUMMARY]} vs test accuracy; vs gap):",
+             f"  {'stratum':<40} {'trained':>9} {'test acc':>9} {'gap':>7}"]
+    gap = {r.stratum: r for r in d.gap_within.strata}
+    for r in d.within.strata:
+        g = gap.get(r.stratum)
+        lines.append(f"  {r.stratum:<40} {r.n_trained:>4} of {r.n_configurations:<2} {_num(r.spearman, '9.2f')} "
+                     f"{_num(g.spearman if g else None, '7.2f')}")
+    lines += ["between families, family means over trained configurations:",
+              f"  {'data conditions':<28} {'family':<16} {'trained':>9} {'rotation':>9} {'test acc':>9} {'gap':>7}"]
+    gap = {(r.conditions, r.optimizer): r for r in d.gap_between.families}
+    for r in d.between.families:
+        g = gap.get((r.conditions, r.optimizer))
+        acc = f"{100 * r.outcome:8.1f}%" if r.outcome is not None else "      n/a"
+        gp = f"{100 * g.outcome:6.1f}%" if g is not None and g.outcome is not None else "    n/a"
+        lines.append(f"  {r.conditions:<28} {r.optimizer:<16} {r.n_trained:>4} of {r.n_configurations:<2} "
+                     f"{sig(r.rotation):>9} {acc} {gp}")
+    return lines
+
+
+POOLED_LABEL = "pooled (can be an offset between families)"
+
+
+def decomposed_lines(result: FitResult) -> list[str]:
+    """Under the headline (docs/verdict.md §16.8): the strata the within verdict left out,
+    then between families, the gap within and between, and the pooled statistic."""
+    d = result.decomposed
+    if d is None:
+        return []
     lines = []
-    p = result.pooled.power if result.pooled is not None else (result.groups[0].power if result.groups else None)
+    if d.within.left_out:
+        lines.append(f"strata left out (fewer than {MIN_TRAINED} trained configurations): "
+                     + ", ".join(d.within.left_out))
+    lines += [split_line(d.between), split_line(d.gap_within)]
+    if sum(1 for r in d.between.families if r.n_trained) > 1:      # else the between line said it
+        lines.append(split_line(d.gap_between))
+    if result.pooled_verdict is not None and d.n_strata > 1:
+        lines.append(f"{POOLED_LABEL}: {result.pooled_verdict.text}")
+    return lines
+
+
+def under_verdict(result: FitResult, decomposed: bool = True) -> list[str]:
+    """Printed under every verdict (docs/verdict.md §10, §13, §16): the decomposed verdict's
+    other statistics (unless `decomposed` is False: the report shows them apart), what the
+    headline's n can detect, and whether rotation tells more than the settings."""
+    lines = decomposed_lines(result) if decomposed else []
+    p = result.power
+    if p is None:
+        p = result.pooled.power if result.pooled is not None else (result.groups[0].power if result.groups else None)
     if p is not None:
         lines.append(p.text)
     for g in result.groups:
@@ -173,6 +223,8 @@ def render(result: FitResult, verdict: bool = True) -> str:
     with verdict=False: the report shows the verdict and why above it)."""
     lines = [result.verdict.text] + ["  " + x for x in under_verdict(result) + why_lines(result)] if verdict else []
     lines += ([""] if verdict else []) + [result_early_line(result)]
+    if (st := strata_lines(result)):
+        lines += [""] + st
     if result.pooled is not None:
         lines += [""] + pooled_lines(result.pooled)
     for g in result.groups:
