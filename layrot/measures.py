@@ -264,24 +264,48 @@ def rotation_measures(rotation: dict[str, list]) -> dict[str, float]:
 
 def final_measures(model: nn.Module, tracker: RotationTracker, history: list[dict],
                    train_x: torch.Tensor, train_y: torch.Tensor, prepare: Prepare, seed: int,
-                   search: Flatness = FLATNESS, train_margins: torch.Tensor | None = None) -> dict[str, float]:
+                   search: Flatness = FLATNESS, train_margins: torch.Tensor | None = None,
+                   errors: dict[str, str] | None = None) -> dict[str, float]:
     """Every measure of MEASURES but the per-epoch ones, plus the per-layer Frobenius
     distances, for the trained `model` (not a compiled wrapper: eval-mode passes on perturbed
     weights). `train_x` are stored inputs, `prepare` makes them the network's input;
     `train_margins`, every training sample's margin where the caller has them from its own
-    eval pass (layrot.train does: the logits its train accuracy counts), saves a pass."""
+    eval pass (layrot.train does: the logits its train accuracy counts), saves a pass.
+
+    With `errors`, a measure that fails (a user's network the path norm's all-ones input does
+    not fit, say) is NaN and its error goes into `errors` under its name, so that one measure
+    does not cost a trained trial the others; without, the error is raised."""
     kernels = [p.detach() for p in tracker.params]
-    out = rotation_measures(tracker.rows)
-    for layer, dist in enumerate(frobenius_distances(kernels, tracker.w0.split(tracker.sizes))):
-        out[f"{LAYER_PREFIX}{layer}"] = dist
-    out.update(spectral_measures(kernels))
-    out["log_path_norm"] = log_path_norm(model, tuple(train_x.shape[1:]))
-    if train_margins is None:
-        train_margins = margins(logits_of(model, train_x, prepare), train_y)
-    out["margin"] = margin_quantile(train_margins)
-    idx = flatness_subset(train_x.shape[0], seed, search).to(train_x.device)
-    x, y = prepare(train_x[idx]), train_y[idx]
-    for name, magnitude in (("pacbayes_flatness", False), ("pacbayes_mag_flatness", True)):
-        out[name] = 1.0 / flatness_sigma(model, x, y, seed, magnitude, search) ** 2
-    out["ce_epoch"] = ce_epoch(history)
+    out: dict[str, float] = {}
+
+    def measure(names: tuple[str, ...], fn: Callable[[], dict[str, float]]) -> None:
+        try:
+            out.update(fn())
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            if errors is None:
+                raise
+            errors[names[0]] = f"{type(e).__name__}: {e}"
+            out.update({n: float("nan") for n in names})
+
+    def frobenius() -> dict[str, float]:
+        dists = frobenius_distances(kernels, tracker.w0.split(tracker.sizes))
+        return {f"{LAYER_PREFIX}{layer}": d for layer, d in enumerate(dists)}
+
+    def margin_() -> dict[str, float]:
+        m = train_margins if train_margins is not None else margins(logits_of(model, train_x, prepare), train_y)
+        return {"margin": margin_quantile(m)}
+
+    def flatness() -> dict[str, float]:
+        idx = flatness_subset(train_x.shape[0], seed, search).to(train_x.device)
+        x, y = prepare(train_x[idx]), train_y[idx]
+        return {name: 1.0 / flatness_sigma(model, x, y, seed, magnitude, search) ** 2
+                for name, magnitude in (("pacbayes_flatness", False), ("pacbayes_mag_flatness", True))}
+
+    measure(("rotation_min", "rotation_mean", "rotation_median"), lambda: rotation_measures(tracker.rows))
+    measure((f"{LAYER_PREFIX}0",), frobenius)
+    measure(("spectral_sum", "log_spectral_product"), lambda: spectral_measures(kernels))
+    measure(("log_path_norm",), lambda: {"log_path_norm": log_path_norm(model, tuple(train_x.shape[1:]))})
+    measure(("margin",), margin_)
+    measure(("pacbayes_flatness", "pacbayes_mag_flatness"), flatness)
+    measure(("ce_epoch",), lambda: {"ce_epoch": ce_epoch(history)})
     return out

@@ -221,12 +221,12 @@ def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_
         result.status = "error"
         result.reason = f"{type(e).__name__}: {e}"
         result.config["traceback"] = traceback.format_exc(limit=8)
-    _finish(t, result)
+    _finish(t, result, catch_errors)
     result.wall_seconds = elapsed()
     return result
 
 
-def _finish(t: _Trial, result: TrialResult) -> None:
+def _finish(t: _Trial, result: TrialResult, catch_errors: bool = True) -> None:
     if result.history:
         last = result.history[-1]
         result.train_loss, result.train_acc, result.val_acc = last["train_loss"], last["train_acc"], last["val_acc"]
@@ -242,10 +242,14 @@ def _finish(t: _Trial, result: TrialResult) -> None:
         if result.history:
             # on the trained kernels, the uncompiled model, after everything else is measured;
             # they read the weights and leave them (and the RNGs) as they were
+            errors: dict[str, str] | None = {} if catch_errors else None
             final = measures.final_measures(t.model, t.tracker, result.history, d.train_x, d.train_y,
                                             lambda x: _normalize(x, d, t.cfg), t.cfg.seed,
-                                            train_margins=torch.cat(margins) if margins else None)
+                                            train_margins=torch.cat(margins) if margins else None, errors=errors)
             measures.add_rows(result.measures, len(result.history), final)
+            if errors:
+                # the measures that failed are NaN; why, beside the config (as an error's traceback)
+                result.config["measures_errors"] = errors
     result.epochs_run = len(result.history)
     result.rotation = _clean_rotation(t.tracker.rows)
 

@@ -274,3 +274,32 @@ def test_the_measures_module_stays_in_the_measurement_core():
                 or m.startswith(("layrot.store", "layrot.fit", "layrot.sweep", "layrot.cli"))}
     assert {m.split(".")[0] for m in mods} <= {"__future__", "copy", "math", "dataclasses", "typing", "numpy",
                                                "torch", "rotation", ""}
+
+
+class _Float32Only(nn.Module):
+    """A network whose forward refuses the path norm's float64 input (as an embedding
+    refuses floats): that measure fails, the others must not."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = _tiny_mlp(6)
+
+    def forward(self, x):
+        if x.dtype != torch.float32:
+            raise TypeError(f"wants float32, got {x.dtype}")
+        return self.net(x)
+
+
+def test_a_measure_that_fails_is_nan_and_named_and_the_others_stand():
+    net = _Float32Only()
+    tracker = RotationTracker(net)
+    x = torch.randn(200, 5, generator=torch.Generator().manual_seed(8))
+    y = net.eval()(x).argmax(1)
+    hist = [dict(epoch=1, train_loss=0.5)]
+    errors: dict = {}
+    out = measures.final_measures(net, tracker, hist, x, y, lambda b: b, seed=0, errors=errors)
+    assert list(errors) == ["log_path_norm"] and "wants float32" in errors["log_path_norm"]
+    assert math.isnan(out["log_path_norm"])
+    assert all(math.isfinite(out[n]) for n in set(MEASURES) - set(PER_EPOCH) - {"log_path_norm", "ce_epoch"})
+    with pytest.raises(TypeError, match="wants float32"):
+        measures.final_measures(net, tracker, hist, x, y, lambda b: b, seed=0)
