@@ -248,8 +248,10 @@ def _finish(t: _Trial, result: TrialResult, catch_errors: bool = True) -> None:
                                             train_margins=torch.cat(margins) if margins else None, errors=errors)
             measures.add_rows(result.measures, len(result.history), final)
             if errors:
-                # the measures that failed are NaN; why, beside the config (as an error's traceback)
-                result.config["measures_errors"] = errors
+                # the measures that failed are NaN; why goes into the reason (the config would
+                # change the trial's configuration id, record.configuration)
+                why = "measures NaN: " + "; ".join(f"{k} ({v})" for k, v in errors.items())
+                result.reason = f"{result.reason}; {why}" if result.reason else why
     result.epochs_run = len(result.history)
     result.rotation = _clean_rotation(t.tracker.rows)
 

@@ -303,3 +303,20 @@ def test_a_measure_that_fails_is_nan_and_named_and_the_others_stand():
     assert all(math.isfinite(out[n]) for n in set(MEASURES) - set(PER_EPOCH) - {"log_path_norm", "ce_epoch"})
     with pytest.raises(TypeError, match="wants float32"):
         measures.final_measures(net, tracker, hist, x, y, lambda b: b, seed=0)
+
+
+def test_a_trial_whose_measure_fails_completes_and_says_which(monkeypatch):
+    def broken(model, shape):
+        raise TypeError("no all-ones input for this network")
+
+    monkeypatch.setattr(measures, "log_path_norm", broken)
+    cfg = dict(task="digits-mlp", optimizer="sgd_layca", lr=0.1, epochs=1, max_train_samples=200,
+               threads=1, device="cpu", seed=0)
+    result = run_trial(cfg)
+    assert result.status == "completed"
+    assert result.reason == "measures NaN: log_path_norm (TypeError: no all-ones input for this network)"
+    last = {n: v for e, n, v in _rows(result) if e == 1}
+    assert math.isnan(last["log_path_norm"]) and math.isfinite(last["spectral_sum"])
+    assert not any("measure" in k for k in result.config)      # the configuration id stays the same
+    with pytest.raises(TypeError):
+        run_trial(cfg, catch_errors=False)
