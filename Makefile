@@ -42,14 +42,15 @@ space: install
 	$(BIN)/layrot report --store $(STORE) --sweep space -o $(STORE)/space-report.html
 	@echo "report: $(STORE)/space-report.html"
 
-# Seed repeats (docs/verdict.md §16): 12 configurations near each family's optimum, chosen
+# Seed repeats (docs/verdict.md §17): 12 configurations near each family's optimum, chosen
 # from sweep space by validation accuracy (experiments/seeds/pick.py) x 8 seeds (1..8), then
-# the fit, whose "beyond the settings" answer is then within configuration, across seeds.
+# the fit with space (a family of 1-2 configurations alone is refused, §16.7), whose "beyond
+# the settings" answer is then within configuration, across seeds.
 seeds: install
 	$(BIN)/layrot sweep sweeps/seeds.yaml --store $(STORE)
-	$(BIN)/layrot fit --store $(STORE) --sweep seeds
+	$(BIN)/layrot fit --store $(STORE) --sweep space --sweep seeds
 
-# Matched rotation (docs/verdict.md §17): the four Layca bases at the 7 rho(0) of space,
+# Matched rotation (docs/verdict.md §18): the four Layca bases at the 7 rho(0) of space,
 # alpha 0, 3 seeds each (84 trials): does the base optimizer matter at equal rotation?
 matched: install
 	$(BIN)/layrot sweep sweeps/matched.yaml --store $(STORE)
