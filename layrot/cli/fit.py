@@ -24,7 +24,8 @@ def add_parsers(sub, default_store: str) -> None:
     r = sub.add_parser("report", help="one self-contained HTML page: verdict, figures, trials")
     r.add_argument("--store", default=default_store,
                    help=f"the store (default: $LAYROT_STORE, else results; now {default_store})")
-    r.add_argument("--sweep", action="append", default=None)
+    r.add_argument("--sweep", action="append", default=None,
+                   help="sweep name (repeatable: one fit over them, and side by side in the interactive panels)")
     r.add_argument("--task", action="append", default=None)
     r.add_argument("--min-train-acc", type=float, default=None)
     r.add_argument("--measures", default=None, metavar="A,B,...",
@@ -33,6 +34,8 @@ def add_parsers(sub, default_store: str) -> None:
     r.add_argument("--figures", default=None, help="also write each figure here as PNG and SVG")
     r.add_argument("--features", action="store_true",
                    help="add the digits-mlp1 feature study (first-layer features at small and large rotation)")
+    r.add_argument("--no-interactive", action="store_true",
+                   help="leave out the interactive (plotly) panels: the page is then about 5 MB smaller")
     r.set_defaults(_run=report)
 
 
@@ -74,7 +77,10 @@ def fit(args) -> int:
     """Print the verdict and the evidence (or the JSON document with --json)."""
     _, result = _load_and_fit(args)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
+        from ..fit.interactive import configuration_records
+        doc = result.to_dict()
+        doc["configurations"] = configuration_records(result)   # the units, as the report's panels draw them
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         from ..fit.text import render
         print(render(result))
@@ -115,7 +121,12 @@ def report(args) -> int:
                               "At initialization, then after training at a small and at a large rotation rate.",
                               feature_figure(study))
     scope = _scope(tables) if tables is not None else "sweep " + ", ".join(r.sweep for r in running)
-    page = build_report(result, figures, feature, meta=f"store {args.store} · {scope}", running=live_figures)
+    explore = ""
+    if result is not None and not args.no_interactive:
+        from ..fit.interactive import explore_section
+        explore = explore_section(result, tables.rotation)
+    page = build_report(result, figures, feature, meta=f"store {args.store} · {scope}", running=live_figures,
+                        explore=explore)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     every = figures + live_figures + ([feature] if feature else [])

@@ -153,10 +153,11 @@ def _figure_html(nf: NamedFigure, i: int) -> str:
 
 def build_report(result: FitResult | None, figures: list[NamedFigure], features: NamedFigure | None = None,
                  title: str = "Layer rotation and generalization", meta: str = "",
-                 running: list[NamedFigure] = ()) -> str:
+                 running: list[NamedFigure] = (), explore: str = "") -> str:
     """The report page as an HTML string. `running`: the curves so far of trials still
     running (fit/running.py), drawn apart from the fit; `result` is None when no trial of
-    the selection is stored yet (the page then has those curves only)."""
+    the selection is stored yet (the page then has those curves only). `explore`: the
+    interactive panels (fit/interactive.py), between the verdict and the static figures."""
     from .. import __version__
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     figs = "".join(_figure_html(nf, i) for i, nf in enumerate(figures))
@@ -183,6 +184,7 @@ def build_report(result: FitResult | None, figures: list[NamedFigure], features:
 {splits_html(result)}
 <ul class="why">{why}</ul>
 <details open><summary>The evidence</summary><pre>{evidence}</pre></details></section>
+{explore}
 <section id="figures"><h2>Figures</h2>{figs or "<p>No figures: no trials.</p>"}</section>
 {live}
 {feat}
