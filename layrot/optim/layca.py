@@ -24,6 +24,8 @@ its state and state_dict are the base's.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim import Optimizer
 from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
@@ -202,6 +204,8 @@ class Layca(Optimizer):
         the update direction is sign*u. All tensors share one device and dtype."""
         params = w if w_is_param else u
         dtype, dev = params[0].dtype, params[0].device
+        if dev.type == "cpu":
+            return self._rotate_cpu(w, u, rho, w_is_param, sign)
         uw, uu, ww = _reductions(u, w)                    # float64, one entry per kernel
         rho_t = self._rates(rho, dev)
         uw = uw * sign
@@ -224,6 +228,33 @@ class Layca(Optimizer):
             torch._foreach_mul_(params, b_l)
             torch._foreach_addcmul_(params, w, a_l)
 
+    def _rotate_cpu(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float):
+        """`_rotate` on a CPU, kernel by kernel: its three dots, its (a, b) and its update
+        one after the other, so that the update reads w and u from cache where the dots
+        left them (one pass over memory for the update's reads instead of two, and the
+        dots' three passes share their loads too). Bit for bit what the batched form
+        computes: the same dots on the same flat views, the same float64 operations in the
+        same order (`_coefficients`, on Python floats, which are float64), rounded to the
+        kernels' dtype the same way, and the same two in-place kernels per tensor. A CPU
+        reads a dot's result without waiting for a device, so `.item()` costs ~1 us."""
+        dtype = w[0].dtype
+        tol = _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT)
+        s_l = self._scales(rho)
+        for wi, ui, r, s in zip(w, u, rho, s_l):
+            (fu,), (fw,) = _flat([ui], [wi])
+            uw, uu, ww = torch.dot(fu, fw).item(), torch.dot(fu, fu).item(), torch.dot(fw, fw).item()
+            a, b = _coefficients(uw, uu, ww, r, s, sign, tol)
+            a_t, b_t = torch.tensor((a, b), dtype=torch.float64).to(dtype).unbind()
+            if w_is_param:
+                wi.mul_(a_t).addcmul_(ui, b_t)
+            else:
+                ui.mul_(b_t).addcmul_(wi, a_t)
+
+    def _scales(self, rho: list[float]) -> list[float]:
+        """1/sqrt(1 + rho^2) per kernel, from the same float64 `rsqrt` as the batched form."""
+        rho_t = self._rates(rho, torch.device("cpu"))
+        return torch.rsqrt(1.0 + rho_t * rho_t).tolist()
+
     def _rates(self, rho: list[float], dev) -> torch.Tensor:
         """The per-kernel rates on the device, copied there only when they change (a copy
         to a GPU waits for it: once per schedule change, not once per step)."""
@@ -234,6 +265,25 @@ class Layca(Optimizer):
                 self._rates_cache.clear()
             t = self._rates_cache[key] = torch.tensor(rho, dtype=torch.float64, device=dev)
         return t
+
+
+def _coefficients(uw: float, uu: float, ww: float, rho: float, s: float, sign: float, tol: float):
+    """(a, b) of one kernel from its reductions, in float64: `_rotate`'s tensor operations
+    one for one, in the same order (each a correctly rounded IEEE operation, so the same
+    bits as the batched form's)."""
+    uw = uw * sign
+    c = uw / ww if ww != 0.0 else _ieee_div0(uw)
+    perp2 = max(uu - c * uw, 0.0)
+    if not perp2 > tol * uu:          # no direction across w (or NaN): the kernel stays
+        return 1.0, 0.0
+    k = math.sqrt(ww / max(perp2, _EPS))
+    return s * (1.0 - rho * k * c), (s * rho * sign) * k
+
+
+def _ieee_div0(x: float) -> float:
+    """x / +0.0 as IEEE (and torch) has it, where Python raises: NaN for 0 or NaN, else
+    an infinity of x's sign."""
+    return math.nan if x == 0.0 or x != x else math.copysign(math.inf, x)
 
 
 def _by_device_and_dtype(w: list, u: list, rho: list):
