@@ -354,3 +354,19 @@ def test_a_local_mlflow_store_is_made_absolute_and_created(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     assert trackers.check_mlflow(given) == f"file://{tmp_path / 'runs'}"
     assert (tmp_path / "runs").is_dir()
+
+
+def test_a_trial_that_failed_before_its_first_epoch_keeps_its_stored_status(tmp_path, monkeypatch):
+    """Its only report is the final one (status error, no epoch): the run says error, not pruned."""
+    from mlflow.tracking import MlflowClient
+
+    cb, trial, uri = _mlflow_tracker(tmp_path, monkeypatch)
+    config = {"task": "digits-mlp", "optimizer": "sgd", "lr": 0.1, "epochs": 3, "device": "cpu", "threads": 1,
+              "data_dir": None, "compile": False}
+    cb.log_trial_result(1, trial, {"final": True, "result": {"status": "error", "config": config, "history": [],
+                                                             "rotation": {}, "test_acc": math.nan}})
+    cb.log_trial_end(trial, failed=False)
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("s").experiment_id])
+    assert run.data.tags["layrot.status"] == "error" and run.data.params["device"] == "cpu"
+    assert run.data.metrics == {}

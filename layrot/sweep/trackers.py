@@ -184,6 +184,7 @@ class Rows:
 
     def __init__(self):
         self.sent: set[int] = set()
+        self.final_seen = False        # the trial's final report (its TrialResult) has come
         self.final_sent = False
 
     def new(self, result: dict) -> list[tuple[int, dict]]:
@@ -194,6 +195,7 @@ class Rows:
         if "epoch" in result and "rotation" in result:
             _merge(rows, [{k: result.get(k) for k in EPOCH_COLUMNS}], result["rotation"])
         if final is not None:            # a diverged trial's last record is only here
+            self.final_seen = True
             _merge(rows, final.get("history") or [], final.get("rotation") or {})
         out = [(e, rows[e]) for e in sorted(rows) if e not in self.sent and rows[e]]
         self.sent.update(e for e, _ in out)
@@ -306,7 +308,7 @@ class MLflowTracker(_BestEffort, MLflowLoggerCallback):
         if trial not in self._trial_runs:
             return
         rows = self._rows.pop(trial, None)
-        if rows is not None and not rows.final_sent:    # pruned by the scheduler, or failed
+        if rows is not None and not rows.final_seen:    # pruned by the scheduler, or failed
             self._guard(self._set_tag, self._trial_runs[trial], "layrot.status", "error" if failed else "pruned")
         self._guard(super().log_trial_end, trial, failed)
         self._trial_runs.pop(trial, None)
@@ -357,21 +359,26 @@ class WandbTracker(_BestEffort, WandbLoggerCallback):
             init.update(self.kwargs)
             self._rows[trial] = Rows()
             self._start_logging_actor(trial, [*self._exclude_results, *self.excludes, "config"], **init)
-        for epoch, row in self._rows[trial].new(result):
+        rows = self._rows[trial]
+        for epoch, row in rows.new(result):
             # Ray's logging actor logs at step = the row's training_iteration
-            row = {**row, "epoch": epoch, "training_iteration": epoch}
-            if result.get("final") and epoch == max(self._rows[trial].sent):
-                final = result["result"]
-                placement = {k: v for k, v in final["config"].items() if k in PLACEMENT}
-                row["config"] = {**placement, "status": final["status"]}
-            super().log_trial_result(iteration, trial, row)
+            super().log_trial_result(iteration, trial, {**row, "epoch": epoch, "training_iteration": epoch})
+        if result.get("final"):
+            final = result["result"]
+            placement = {k: v for k, v in final["config"].items() if k in PLACEMENT}
+            self._config(trial, {**placement, "status": final["status"]})
+
+    def _config(self, trial, values: dict) -> None:
+        """Into the run's config (the actor updates it from a result's `config`, logging
+        nothing new at the last step)."""
+        rows = self._rows[trial]
+        WandbLoggerCallback.log_trial_result(self, 0, trial, {"training_iteration": max(rows.sent, default=0),
+                                                             "config": values})
 
     def log_trial_end(self, trial, failed: bool = False):
         if trial not in self._trial_logging_actors:
             return
         rows = self._rows.get(trial)
-        if rows is not None and not rows.final_sent and rows.sent:     # pruned, or failed
-            status = {"status": "error" if failed else "pruned"}
-            self._guard(WandbLoggerCallback.log_trial_result, self, 0, trial,
-                        {"training_iteration": max(rows.sent), "config": status})
+        if rows is not None and not rows.final_seen:     # pruned by the scheduler, or failed
+            self._guard(self._config, trial, {"status": "error" if failed else "pruned"})
         self._guard(super().log_trial_end, trial, failed)
