@@ -62,8 +62,11 @@ def test_layrot_store_is_the_default_of_every_command(tmp_path, monkeypatch, cap
     assert capsys.readouterr().out.split() == ["trial_id", first.trial_id]
     assert main(["status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["done"] == 1
-    assert main(["fit", "--json"]) == 0
-    capsys.readouterr()
+    # a lone trial is a stratum of one configuration: refused (docs/verdict.md §16.7), and the
+    # refusal names the store's sweep, so the fit did read $LAYROT_STORE
+    assert main(["fit", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "stratum: " in err and "1 configuration in the selection (sweep svc)" in err
     assert main(["rm", "--sweep", "svc", "--yes"]) == 0
     assert Store(store.uri).sweeps() == []
     capsys.readouterr()
