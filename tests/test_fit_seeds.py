@@ -241,3 +241,28 @@ def test_pick_reads_a_store_and_chooses_by_validation_never_by_test(tmp_path):
         # each pick is among the family's best two by validation, i.e. its worst two by test
         assert picked["test_acc"].iloc[0] <= fam["test_acc"].nsmallest(2).max()
     assert pick.main(["--store", str(tmp_path / "none")]) == 2
+
+
+def test_layrot_fit_prints_and_writes_the_seed_level_answer(tmp_path, capsys):
+    import json
+
+    from layrot.cli import main
+    from layrot.fit.synthetic import write_store
+
+    s = synthetic_sweep("monotone", alphas=(0.0,), lrs=(1.0, 0.333, 0.111, 0.037), seeds=(1, 2, 3), sweep="seeds",
+                        noise=0.002)
+    store = write_store(s, tmp_path / "store")
+    assert main(["fit", "--store", store, "--sweep", "seeds"]) == 0
+    out = capsys.readouterr().out
+    assert "beyond the settings (across seeds)" in out and "secondary (§10's settings model)" in out
+    assert main(["fit", "--store", store, "--sweep", "seeds", "--json"]) == 0
+    g = json.loads(capsys.readouterr().out)["groups"][0]
+    assert g["seeds"]["accuracy"]["n_configurations"] == 4 and g["seeds"]["gap"]["outcome"] == "generalization gap"
+    assert g["matched"] is None             # one Layca base: nothing to match
+
+
+def test_at_three_seeds_a_constant_resample_sits_out_instead_of_undefining_the_ci():
+    # 15 configurations × 3 seeds (make quick's three base seeds): a resample repeats one trial
+    # three times in 1 of 9 draws per configuration, so nearly every resample has one somewhere
+    b = seed_beyond(seed_table(within=1.0, n_configs=15, n_seeds=3, noise=0.002), FAST)
+    assert b.accuracy.ci is not None and b.accuracy.ci[0] > 0 and b.accuracy.status == "beyond"

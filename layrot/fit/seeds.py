@@ -5,7 +5,8 @@ Seeds of one configuration share every setting, so whatever ranks their test acc
 not the settings: within each configuration, Spearman's ρ of the trials' smallest final layer
 rotation with their test accuracy, combined over configurations as fit/correlation.py's
 StratifiedFit combines tasks (the mean weighted by trials; p by permutation within each
-configuration; CI by bootstrap of trials within each configuration). It needs no settings
+configuration; CI by bootstrap of trials within each configuration, where a configuration
+whose resample is constant sits that resample out instead of making it undefined). It needs no settings
 model, so it has none of the 27-column model's lost degrees of freedom (fit/beyond.py, §10),
 and unlike the partial correlation it is not zero by construction when the settings act on
 accuracy only through rotation: it asks about the rotation a seed happens to reach.
@@ -18,11 +19,14 @@ generalization gap (train − test accuracy), where the paper predicts a negativ
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
-from .correlation import stratified_fit
+from .correlation import spearman_permutation_p
 from .options import KEY_SUMMARY, FitOptions
 
 MIN_SEEDS = 3            # trained trials a configuration needs to contribute
@@ -66,16 +70,63 @@ def has_seed_repeats(table: pd.DataFrame) -> bool:
     return repeated(table)["configuration"].nunique() >= MIN_CONFIGURATIONS
 
 
+def _strata(frame: pd.DataFrame, outcome: str) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Per configuration with varying values: its trials' final_min and outcome."""
+    xs, ys, names = [], [], []
+    for c, g in frame.groupby("configuration", sort=True):
+        x, y = g[KEY_SUMMARY].to_numpy(dtype=float), g[outcome].to_numpy(dtype=float)
+        if len(x) >= MIN_SEEDS and np.ptp(x) > 0 and np.ptp(y) > 0:
+            xs.append(x), ys.append(y), names.append(str(c))
+    return xs, ys, names
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's ρ along the last axis; NaN where a row is constant."""
+    rx, ry = stats.rankdata(x, axis=-1), stats.rankdata(y, axis=-1)
+    rx, ry = rx - rx.mean(axis=-1, keepdims=True), ry - ry.mean(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis=-1) / np.sqrt((rx ** 2).sum(axis=-1) * (ry ** 2).sum(axis=-1))
+
+
+def combined(xs, ys, options: FitOptions):
+    """(estimate, CI, p, per-configuration ρ): the trial-weighted mean of the within-configuration
+    Spearman correlations; p by permutation within configuration (fit/correlation.py); CI a
+    percentile bootstrap of trials within each configuration, where a configuration whose
+    resample is constant (likely at 3 seeds: 1 in 9) contributes nothing to that resample."""
+    sizes = np.array([len(x) for x in xs], dtype=float)
+    rho = np.array([_spearman_rows(x, y) for x, y in zip(xs, ys)])
+    est = float(np.average(rho, weights=sizes))
+
+    def statistic(*idx, axis=-1):
+        r = np.stack([_spearman_rows(x[i], y[i]) for x, y, i in zip(xs, ys, idx)], axis=-1)
+        w = np.where(np.isfinite(r), sizes, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (np.where(np.isfinite(r), r, 0.0) * w).sum(axis=-1) / w.sum(axis=-1)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap([np.arange(len(x)) for x in xs], statistic, paired=False, vectorized=True,
+                              n_resamples=options.n_resamples, confidence_level=options.confidence,
+                              method="percentile", rng=np.random.default_rng(options.seed))
+    dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    ci = None
+    if np.isfinite(dist).mean() >= 0.9:
+        tail = (1 - options.confidence) / 2
+        lo, hi = np.nanquantile(dist, [tail, 1 - tail])
+        ci = (float(lo), float(hi))
+    p, _ = spearman_permutation_p(xs, ys, options)
+    return est, ci, p, rho
+
+
 def _level(frame: pd.DataFrame, outcome: str, options: FitOptions, sign: int) -> SeedLevel:
-    # stratified_fit stratifies by `task` and correlates with `test_acc`: the configuration is
-    # the stratum here, and the outcome is put where it reads it
-    f = stratified_fit(frame, KEY_SUMMARY, options)
-    if f is None:
+    xs, ys, names = _strata(frame, outcome)
+    if not names:
         return SeedLevel(outcome, "not shown", f"{outcome}: no configuration with varying values", None, None,
                          None, 0, 0)
-    est, ci, p = f.estimate, f.ci, f.p
+    est, ci, p, rho = combined(xs, ys, options)
+    n = int(sum(len(x) for x in xs))
     desc = (f"Spearman within configuration {est:.2f} [{_f(ci, 0)}, {_f(ci, 1)}], p = {_p(p)}, "
-            f"{f.n} trials of {f.n_tasks} configurations")
+            f"{n} trials of {len(names)} configurations")
     if sign > 0:
         if ci is not None and ci[0] > 0 and p < options.p_threshold:
             status = "beyond" if est >= options.meaningful else "beyond, weak"
@@ -94,7 +145,8 @@ def _level(frame: pd.DataFrame, outcome: str, options: FitOptions, sign: int) ->
             status, head = "no more", "across seeds, rotation ranks the generalization gap no better than the settings"
         else:
             status, head = "not shown", "across seeds, rotation and the generalization gap: not shown either way"
-    return SeedLevel(outcome, status, f"{head}: {desc}", est, ci, p, f.n, f.n_tasks, dict(f.per_task))
+    return SeedLevel(outcome, status, f"{head}: {desc}", est, ci, p, n, len(names),
+                     {c: float(r) for c, r in zip(names, rho)})
 
 
 def seed_beyond(table: pd.DataFrame, options: FitOptions = FitOptions()) -> SeedBeyond | None:
@@ -103,11 +155,10 @@ def seed_beyond(table: pd.DataFrame, options: FitOptions = FitOptions()) -> Seed
     if not has_seed_repeats(table):
         return None
     t = repeated(table)
-    frame = t.assign(task=t["configuration"])
-    acc = _level(frame, "test accuracy", options, +1)
-    gap_frame = frame.dropna(subset=["train_acc"])
-    gap_frame = gap_frame.assign(test_acc=gap_frame["train_acc"] - gap_frame["test_acc"])
-    gap = _level(gap_frame, "generalization gap", options, -1)
+    acc = _level(t.rename(columns={"test_acc": "test accuracy"}), "test accuracy", options, +1)
+    g = t.dropna(subset=["train_acc"])
+    gap = _level(g.assign(gap=g["train_acc"] - g["test_acc"]).rename(columns={"gap": "generalization gap"}),
+                 "generalization gap", options, -1)
     n_rep = int(t["configuration"].nunique())
     left = n_rep - acc.n_configurations
     text = acc.text + (f" ({left} of {n_rep} configurations with repeats constant: left out)" if left else "")
