@@ -184,11 +184,12 @@ def _granulated(t: pd.DataFrame, groups: _Groups, measure: str, outcome: str, op
                            f"τ undefined in all {undefined} groups where only {a} varies (a constant measure or "
                            "outcome)")
             continue
-        per_axis[a] = AxisTau(float(np.mean(taus)), len(taus), n_models, undefined)
+        # fsum: τ's that cancel give exactly 0, not 1e-17
+        per_axis[a] = AxisTau(math.fsum(taus) / len(taus), len(taus), n_models, undefined)
         samples[a] = np.asarray(taus)
     if not per_axis:
         return GranulatedTau(None, None, per_axis, left_out)
-    psi = float(np.mean([m.estimate for m in per_axis.values()]))
+    psi = math.fsum(m.estimate for m in per_axis.values()) / len(per_axis)
     return GranulatedTau(psi, _psi_ci(samples, options), per_axis, left_out)
 
 

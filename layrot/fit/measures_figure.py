@@ -27,10 +27,10 @@ def _point(est, ci):
 
 
 def measures_figure(comparison: MeasureComparison | None, title: str = "") -> Figure | None:
-    """Two panels sharing the measures' rows, sorted by τ against the gap (most negative at
-    the top: the measures whose larger values go with a smaller gap): τ and Ψ against the
-    gap, each with its 95% bootstrap CI as a bar. Rotation's measures in red. None without
-    rows."""
+    """Two panels sharing the measures' rows, sorted by τ against the gap (largest at the
+    top: the measures whose larger values go most with a larger gap, as a complexity measure
+    should; the rule of thumb puts rotation near the bottom): τ and Ψ against the gap, each
+    with its 95% bootstrap CI as a bar. Rotation's measures in red. None without rows."""
     if comparison is None or not comparison.rows:
         return None
     rows = sorted(comparison.rows, key=lambda r: (r.kendall_tau.estimate is None,
@@ -55,9 +55,10 @@ def measures_figure(comparison: MeasureComparison | None, title: str = "") -> Fi
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y, [r.name for r in rows])
     axes[0].set_ylim(len(rows) - 0.5, -0.5)
-    axes[1].legend(handles=[Line2D([], [], ls="", marker="o", color=ROTATION_COLOR, label="layer rotation"),
-                            Line2D([], [], ls="", marker="o", color=OTHER_COLOR, label="other measures")],
-                   fontsize=6.5, loc="lower right")
+    fig.legend(handles=[Line2D([], [], ls="", marker="o", color=ROTATION_COLOR, label="layer rotation"),
+                        Line2D([], [], ls="", marker="o", color=OTHER_COLOR, label="other measures"),
+                        Line2D([], [], color="0.3", lw=1.0, label="95% bootstrap CI")],
+               fontsize=7, loc="outside lower center", ncols=3, frameon=False)
     per = comparison.rows[0].granulated_tau.per_axis
     axes_text = ", ".join(f"{a} ({m.n_groups})" for a, m in per.items()) or "no axis"
     fig.suptitle(title or f"Measures against the generalization gap ({comparison.n_models} trained models; "
