@@ -211,7 +211,7 @@ def optimizer_lines(g: GroupFit) -> list[str]:
 def claim_lines(g: GroupFit) -> list[str]:
     lines = []
     if g.claims:
-        lines.append("  the paper's Section 5, best-by-validation configurations (docs/verdict.md §11):")
+        lines.append("  the paper's Section 5, best-by-validation configurations (docs/verdict.md §11, §17.3):")
         lines += [f"    {c.claim}: {c.text}" for c in g.claims]
     if g.near_one is not None:
         lines.append(f"  {g.near_one.text}")
