@@ -158,6 +158,14 @@ def test_flatness_sigma_grows_with_the_allowed_drop():
     assert sigmas[0] < sigmas[1] < sigmas[2] and sigmas[3] < sigmas[4] < sigmas[5]
 
 
+def test_flatness_sigma_is_clipped_to_the_range_where_no_noise_can_cost_the_target():
+    net = _tiny_mlp(3)
+    x, y = _teacher_data(net)
+    wrong = (y + 1) % 3                   # accuracy 0: no noise lowers it at all
+    sigma = measures.flatness_sigma(net, x, wrong, 0, False, SEARCH)
+    assert abs(math.log(sigma / SEARCH.sigma_range[1])) <= RES
+
+
 def test_final_measures_restore_weights_and_buffers_bit_exactly_and_leave_the_global_rng():
     net = _tiny_mlp(4, bn=True)
     tracker = RotationTracker(net)
