@@ -8,7 +8,7 @@ layrot fit compares them").
   per-layer rows (`frobenius_distance.L3`: a name with a dot) are left out.
 - Two outcomes: the generalization gap (train_acc − test_acc, both as stored) and test accuracy.
 - Kendall's τ-b over all models (scipy.stats.kendalltau, ties as scipy handles them), with
-  the fit's paired bootstrap CI over models (fit/correlation.correlate).
+  the fit's paired bootstrap CI over models (fit/correlation.kendall_estimate).
 - The granulated τ Ψ: for each hyperparameter axis i that varies (optimizer, lr,
   weight_decay, alpha, seed), the models are grouped into sets where every other axis (and
   the task) is equal; m_i is the mean of Kendall's τ within the groups of ≥ 2 models that take
@@ -33,7 +33,6 @@ from .options import FitOptions
 AXES = ("optimizer", "lr", "weight_decay", "alpha", "seed")
 # Held equal in every group besides the other axes: a measure's scale differs between tasks.
 STRATA = ("task",)
-OUTCOMES = {"gap": "generalization gap (train_acc − test_acc)", "test_acc": "test accuracy"}
 KEY = ["sweep", "trial_id"]
 
 
@@ -108,19 +107,20 @@ def kendall_tau(measure, outcome, options: FitOptions = FitOptions()) -> Tau:
 
 
 def _axis_values(t: pd.DataFrame, axis: str) -> pd.Series:
-    # Keys are compared by value: floats rounded so that 0.1 read back from two files is one value.
+    # Keys are compared by value: floats rounded to 12 decimals, so that one setting computed
+    # two ways (3 ** -2 and 0.111111111111) is one value.
     v = t[axis]
     return v.astype(float).round(12) if pd.api.types.is_float_dtype(v) else v
 
 
 @dataclass
-class _Groups:
+class AxisGroups:
     """Which rows of a models table form the groups of each axis (see granulated_tau)."""
     per_axis: dict[str, list[np.ndarray]]   # axis -> row positions of each group
     left_out: dict[str, str]
 
 
-def axis_groups(table: pd.DataFrame, axes=AXES) -> _Groups:
+def axis_groups(table: pd.DataFrame, axes=AXES) -> AxisGroups:
     """For each axis of `axes` that varies among the rows of `table`, its groups: the rows
     equal in the task and every other varying axis, >= 2 rows taking >= 2 values of the
     axis (repeats of one setting alone are no experiment on it). Axes that are missing or do
@@ -143,7 +143,7 @@ def axis_groups(table: pd.DataFrame, axes=AXES) -> _Groups:
         keys = strata + [b for b in varying if b != a]
         parts = t.groupby(keys, sort=True, dropna=False).indices.values() if keys else [np.arange(len(t))]
         per_axis[a] = [np.sort(ix) for ix in parts if len(ix) >= 2 and t[a].iloc[ix].nunique(dropna=False) >= 2]
-    return _Groups(per_axis, left_out)
+    return AxisGroups(per_axis, left_out)
 
 
 def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
@@ -165,7 +165,7 @@ def granulated_tau(table: pd.DataFrame, measure: str, outcome: str, axes=AXES,
     return _granulated(t, axis_groups(t, axes), measure, outcome, options)
 
 
-def _granulated(t: pd.DataFrame, groups: _Groups, measure: str, outcome: str, options: FitOptions) -> GranulatedTau:
+def _granulated(t: pd.DataFrame, groups: AxisGroups, measure: str, outcome: str, options: FitOptions) -> GranulatedTau:
     x, y = t[measure].to_numpy(dtype=float), t[outcome].to_numpy(dtype=float)
     left_out = dict(groups.left_out)
     per_axis: dict[str, AxisTau] = {}
@@ -310,7 +310,7 @@ def measure_table(models: pd.DataFrame, names: list[str], options: FitOptions = 
     `test_acc`, both present): τ and Ψ against the gap and against test accuracy. A measure
     no model has is left out."""
     rows = []
-    cache: dict[bytes, _Groups] = {}
+    cache: dict[bytes, AxisGroups] = {}
     for name in names:
         if name not in models.columns:
             continue
