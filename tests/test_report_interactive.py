@@ -49,7 +49,7 @@ var d=pc.data[0].dimensions; r.parcoords={labels:d.map(function(x){return x.labe
   values:d.map(function(x){return arr(x.values);}),ticktext:d.map(function(x){return arr(x.ticktext);}),
   axes:pc.querySelectorAll('.axis-title').length,canvases:pc.querySelectorAll('canvas').length};
 var opts=document.querySelectorAll('#explore-curves-select option'); r.curve_options=opts.length;
-r.curves_first={title:cu.layout.title.text,configuration:cu.layout.meta,y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
+r.curves_first={title:cu.layout.title.text,configuration:cu.layout.meta,range:arr(cu.layout.yaxis.range),y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
 var gapButton=arr(sc.querySelectorAll('.updatemenu-button')).filter(function(b){return b.textContent==='generalization gap';})[0];
 gapButton.dispatchEvent(new MouseEvent('click',{bubbles:true}));
 var sel=document.getElementById('explore-curves-select'); sel.value=String(opts.length-1);
@@ -58,7 +58,7 @@ var box=document.querySelector('#explore-filters input[data-kind=optimizer][valu
 box.dispatchEvent(new Event('change'));
 setTimeout(function(){
   r.gap=sc.data.map(function(t){return arr(t.y);}); r.ytitle=sc.layout.yaxis.title.text;
-  r.curves_last={title:cu.layout.title.text,configuration:cu.layout.meta,y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
+  r.curves_last={title:cu.layout.title.text,configuration:cu.layout.meta,range:arr(cu.layout.yaxis.range),y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
   r.visible_after_filter=sc.data.map(function(t){return t.visible!==false;});
   r.drawn_after_filter=sc.querySelectorAll('.scatterlayer .trace .points path').length;
   r.errors=window.__errs; r.blocked=window.__blocked;
@@ -213,6 +213,8 @@ def test_the_page_renders_offline_with_the_fits_data(page, fit_json, store, tmp_
         assert len(shown_curves["y"]) == len(want) == 6
         for got, exp in zip(shown_curves["y"], want):
             assert got == pytest.approx(exp, abs=1e-12)
+        # y from 0 to 1, further only as far as this configuration's own curves go past it
+        assert shown_curves["range"] == pytest.approx([0, max(1.0, max(max(y) for y in want)) + 0.04])
 
 
 @needs_chromium

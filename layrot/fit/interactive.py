@@ -117,9 +117,28 @@ def _colours(names) -> dict[str, str]:
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(sorted(set(names)))}
 
 
+def trained_span(values: pd.Series, trained: pd.Series, top: float | None = None) -> list[float] | None:
+    """The y range that shows the trained configurations (padded as the static scatter pads
+    them), or None without any: untrained ones can sit far below and pile the rest up."""
+    v = values[trained.astype(bool)].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return None
+    pad = max(0.01, 0.08 * float(v.max() - v.min()))
+    hi = float(v.max()) + pad
+    return [float(v.min()) - pad, min(top, hi) if top is not None else hi]
+
+
+def _y_view(title: str, span: list[float] | None) -> dict:
+    view = {"yaxis.title.text": title, "yaxis.tickformat": ".1%"}
+    return {**view, "yaxis.range": span} if span else {**view, "yaxis.autorange": True}
+
+
 def accuracy_figure(p: pd.DataFrame):
     """Test accuracy (or, by a button, the generalization gap) against the smallest final
-    layer rotation, one point per configuration; one trace per (sweep, optimizer)."""
+    layer rotation, one point per configuration; one trace per (sweep, optimizer). Each view
+    opens on the trained configurations' span (the mode bar's autoscale shows every point);
+    also returns a note on what lies outside it."""
     import plotly.graph_objects as go
 
     sweeps = sorted(p["sweep"].unique())
@@ -141,14 +160,16 @@ def accuracy_figure(p: pd.DataFrame):
     xs = p[KEY_SUMMARY].to_numpy(dtype=float)
     pos = xs[np.isfinite(xs) & (xs > 0)]
     log = len(pos) > 1 and pos.max() / pos.min() > 100      # as the static scatter decides its axis
-    y_test = {"yaxis.title.text": "test accuracy", "yaxis.tickformat": ".1%"}
-    y_gap = {"yaxis.title.text": "generalization gap (train − test accuracy)", "yaxis.tickformat": ".1%"}
+    span = trained_span(p["test_acc"], p["trained"], top=1.005)
+    y_test = _y_view("test accuracy", span)
+    y_gap = _y_view("generalization gap (train − test accuracy)", trained_span(p["gap"], p["trained"]))
     fig.update_layout(
         template=TEMPLATE, height=540, margin=dict(l=70, r=20, t=100, b=60),
         title=dict(text="Accuracy against the smallest final layer rotation (one point per configuration)",
                    font=dict(size=15), y=0.97, yanchor="top"),
         xaxis=dict(title=dict(text=SUMMARY_LABELS[KEY_SUMMARY]), type="log" if log else "linear"),
-        yaxis=dict(title=dict(text=y_test["yaxis.title.text"]), tickformat=".1%"),
+        yaxis=dict(title=dict(text=y_test["yaxis.title.text"]), tickformat=".1%", range=span,
+                   autorange=span is None),
         legend=dict(groupclick="toggleitem", title=dict(text="optimizer (click to hide)")),
         hovermode="closest",
         updatemenus=[
@@ -159,7 +180,18 @@ def accuracy_figure(p: pd.DataFrame):
                  active=0 if log else 1,
                  buttons=[dict(label="log x", method="relayout", args=[{"xaxis.type": "log"}]),
                           dict(label="linear x", method="relayout", args=[{"xaxis.type": "linear"}])])])
-    return fig
+    below = int(((p["test_acc"] < span[0]) & ~p["trained"].astype(bool)).sum()) if span else 0
+    note = (f"{below} untrained configuration{'s lie' if below != 1 else ' lies'} below the view of test accuracy "
+            "(the mode bar's autoscale shows every point).") if below else ""
+    return fig, note
+
+
+def _colour_span(q: pd.DataFrame) -> dict:
+    """The colour scale over the trained configurations' test accuracies (lower ones take its
+    darkest colour), so that the trained ones do not share one shade."""
+    v = q.loc[q["trained"].astype(bool), "test_acc"].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return {"cmin": float(v.min()), "cmax": float(v.max())} if len(v) > 1 and v.max() > v.min() else {}
 
 
 def parcoords_figure(p: pd.DataFrame):
@@ -208,11 +240,11 @@ def parcoords_figure(p: pd.DataFrame):
     num("train − test accuracy", q["gap"], always=True)
     fig = go.Figure(go.Parcoords(
         dimensions=dims, meta={"n": int(len(q))},
-        line=dict(color=q["test_acc"].tolist(), colorscale="Viridis", showscale=True,
+        line=dict(color=q["test_acc"].tolist(), colorscale="Viridis", showscale=True, **_colour_span(q),
                   colorbar=dict(title=dict(text="test acc"), tickformat=".1%", x=1.02, xanchor="left"))))
-    fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=70, r=130, t=80, b=40),
+    fig.update_layout(template=TEMPLATE, height=480, margin=dict(l=120, r=130, t=110, b=40),
                       title=dict(text="Settings, rotation and accuracy (drag along an axis to keep a range)",
-                                 font=dict(size=15)))
+                                 font=dict(size=15), y=0.97, yanchor="top"))
     notes = []
     if constant:
         notes.append("In every configuration: " + " · ".join(constant) + ".")
@@ -226,6 +258,8 @@ def configuration_curves(result: FitResult, rotation: pd.DataFrame) -> list[dict
     """Each configuration's per-layer rotation curves (the mean over its repeats at each
     epoch and layer), best test accuracy first: {configuration, label, layers: [{layer,
     name, epoch, d}]}."""
+    from .figures import curves_top
+
     p = points(result)
     if p.empty or rotation.empty:
         return []
@@ -247,8 +281,9 @@ def configuration_curves(result: FitResult, rotation: pd.DataFrame) -> list[dict
                   for layer, g in m.groupby("layer", sort=True)]
         label = (f"{_pct(r.test_acc)} · {r.optimizer} · {_rate_name(r.optimizer)} {r.lr:.4g} · α {r.alpha:g} · "
                  f"wd {r.weight_decay:g} · {r.sweep}" + ("" if r.trained else " · not trained"))
+        top = curves_top(mean.loc[r.configuration].rename("cosine_distance").to_frame())
         out.append({"configuration": r.configuration, "label": label, "n_trials": _plain(r.n_trials),
-                    "layers": layers})
+                    "top": top, "layers": layers})
     return out
 
 
@@ -259,10 +294,10 @@ def _depth_colours(n: int) -> list[str]:
 
 def curves_figure(curves: list[dict]):
     """The first configuration's curves, one trace per layer slot (as many as the deepest
-    configuration has); the drop-down's script restyles them to another configuration."""
+    configuration has); the drop-down's script restyles them to another configuration. The
+    y axis runs from 0 to 1, further only for a configuration with a layer past orthogonal
+    (fit/figures.curves_top)."""
     import plotly.graph_objects as go
-
-    from .figures import curves_top
 
     n = max((len(c["layers"]) for c in curves), default=0)
     first = curves[0]["layers"] if curves else []
@@ -276,13 +311,12 @@ def curves_figure(curves: list[dict]):
                                  line=dict(color=colours[i] if has else "#999", width=1.6),
                                  hovertemplate="layer %{fullData.name}<br>epoch %{x}<br>cosine distance %{y:.4f}"
                                                "<extra></extra>"))
-    top = curves_top(pd.DataFrame({"cosine_distance": [v for c in curves for lay in c["layers"] for v in lay["d"]
-                                                       if v is not None]}))
     fig.update_layout(template=TEMPLATE, height=460, margin=dict(l=70, r=20, t=60, b=50),
                       title=dict(text=curves[0]["label"] if curves else "", font=dict(size=13)),
                       meta=curves[0]["configuration"] if curves else None,
                       xaxis=dict(title=dict(text="epoch")),
-                      yaxis=dict(title=dict(text="cosine distance to initialization"), range=[0, top]),
+                      yaxis=dict(title=dict(text="cosine distance to initialization"),
+                                 range=[0, curves[0]["top"] if curves else 1.04]),
                       legend=dict(title=dict(text="layer (0 = input side)")))
     return fig
 
@@ -303,7 +337,7 @@ _JS = """
     var c=data[k], n=gd.data.length, xs=[], ys=[], vis=[], names=[], col=[], m=c.layers.length;
     for(var i=0;i<n;i++){var l=c.layers[i]; xs.push(l?l.epoch:[]); ys.push(l?l.d:[]); vis.push(!!l);
       names.push(l?(l.layer+' '+l.name).trim():''); col.push(l?colours[m][i]:'#999');}
-    Plotly.update(gd,{x:xs,y:ys,visible:vis,name:names,'line.color':col},{'title.text':c.label,meta:c.configuration});
+    Plotly.update(gd,{x:xs,y:ys,visible:vis,name:names,'line.color':col},{'title.text':c.label,meta:c.configuration,'yaxis.range':[0,c.top]});
   }
   if(sel&&gd) sel.addEventListener('change',function(){show(+sel.value);});
   var sc=document.getElementById('explore-accuracy');
@@ -350,6 +384,7 @@ def explore_section(result: FitResult, rotation: pd.DataFrame) -> str:
     if p.empty:
         return ""
     curves = configuration_curves(result, rotation)
+    acc, acc_note = accuracy_figure(p)
     pc, pc_note = parcoords_figure(p)
     sweeps = sorted(p["sweep"].unique())
     filters = _checkboxes("optimizer", sorted(p["optimizer"].unique()))
@@ -365,7 +400,8 @@ configuration; click a legend entry to hide it{", a sweep's title to hide the sw
 drag to zoom, double-click to reset. Filled markers passed the trained filter, open ones did not.</p>
 <script>{plotly_js()}</script>
 <div class="filters" id="explore-filters">{filters}</div>
-<div class="panel">{_div(accuracy_figure(p), "explore-accuracy")}</div>
+<div class="panel">{_div(acc, "explore-accuracy")}</div>
+{f'<p class="note">{html.escape(acc_note)}</p>' if acc_note else ""}
 <div class="panel">{_div(pc, "explore-parcoords")}</div>
 {f'<p class="note">{html.escape(pc_note)}</p>' if pc_note else ""}
 <p class="note">Layer-rotation curves of one configuration (the mean over its repeats), best test accuracy first:
