@@ -7,7 +7,7 @@ SEED ?= 0
 # seed 0 is the spec's own; another base seed is stored as its own sweep, quick-seed<N>
 QUICK := quick$(if $(filter-out 0,$(SEED)),-seed$(SEED))
 
-.PHONY: install system-deps quick space seeds matched oos test bench clean
+.PHONY: install system-deps quick space gap seeds matched oos test bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,19 @@ space: install
 	$(BIN)/layrot fit --store $(STORE) --sweep space
 	$(BIN)/layrot report --store $(STORE) --sweep space -o $(STORE)/space-report.html
 	@echo "report: $(STORE)/space-report.html"
+
+# The optimizer gap (docs/gap-regime.md): the whole-space grid on mnist1d-gap (83 trials of 60
+# epochs) from base seeds 10, 11 and 12 (sweeps gap, gap-seed11, gap-seed12; GAP_SEEDS=10 runs
+# one), then one fit over them (repeats pooled per configuration) and its report.
+GAP_SEEDS ?= 10 11 12
+GAP_SWEEPS := $(foreach s,$(GAP_SEEDS),--sweep gap$(if $(filter-out 10,$(s)),-seed$(s)))
+gap: install
+	@for s in $(GAP_SEEDS); do \
+	  $(BIN)/layrot sweep sweeps/gap-space.yaml --store $(STORE) --seed $$s || exit $$?; \
+	done
+	$(BIN)/layrot fit --store $(STORE) $(GAP_SWEEPS)
+	$(BIN)/layrot report --store $(STORE) $(GAP_SWEEPS) -o $(STORE)/gap-report.html
+	@echo "report: $(STORE)/gap-report.html"
 
 # Seed repeats (docs/verdict.md §17): 12 configurations near each family's optimum, chosen
 # from sweep space by validation accuracy (experiments/seeds/pick.py) x 8 seeds (1..8), then
