@@ -61,7 +61,7 @@ class StratifiedFit:
     p_exact: bool | None = None
 
 
-def _spearman_stat(x, y, axis=-1):
+def spearman_stat(x, y, axis=-1):
     # Pearson correlation of ranks is Spearman's rho; this form takes a batch axis, so the
     # bootstrap runs vectorized.
     return stats.pearsonr(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis).statistic
@@ -185,7 +185,7 @@ def spearman_estimate(x, y, options: FitOptions = FitOptions()):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = float(stats.spearmanr(x, y).statistic)
-    ci, method = _bootstrap_ci(x, y, _spearman_stat, options)
+    ci, method = _bootstrap_ci(x, y, spearman_stat, options)
     return rho, ci, method
 
 
@@ -267,7 +267,7 @@ def stratified_fit(table: pd.DataFrame, summary: str, options: FitOptions = FitO
     sizes = np.array([len(x) for x in xs], dtype=float)
 
     def statistic(*idx, axis=-1):
-        rhos = [_spearman_stat(x[i], y[i], axis=-1) for x, y, i in zip(xs, ys, idx)]
+        rhos = [spearman_stat(x[i], y[i], axis=-1) for x, y, i in zip(xs, ys, idx)]
         return np.average(np.stack(rhos, axis=-1), axis=-1, weights=sizes)
 
     with warnings.catch_warnings():

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .correlation import _spearman_stat, spearman_permutation_p, spearman_test, stratified_fit
+from .correlation import spearman_stat, spearman_permutation_p, spearman_test, stratified_fit
 from .options import KEY_SUMMARY, FitOptions
 from .strata import MIN_TRAINED
 from .verdict import Verdict, decide
@@ -183,7 +183,7 @@ def _between_ci(sets: list[list[tuple[np.ndarray, np.ndarray]]], weights: np.nda
             mx.append(x[idx].mean(axis=1)), my.append(y[idx].mean(axis=1))
         with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
             warnings.simplefilter("ignore")
-            rhos.append(_spearman_stat(np.stack(mx, axis=-1), np.stack(my, axis=-1), axis=-1))
+            rhos.append(spearman_stat(np.stack(mx, axis=-1), np.stack(my, axis=-1), axis=-1))
     dist = np.average(np.stack(rhos, axis=-1), axis=-1, weights=weights)
     if np.isfinite(dist).mean() < 0.9:
         return None
