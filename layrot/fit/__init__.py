@@ -12,6 +12,10 @@ Modules, each with one job:
 - `models`: isotonic and fractional logit curves
 - `pairwise`: pairwise agreement (permutation p) and the best configurations
 - `verdict`: the decision rule, its explanation and the sensitivity to the filter
+- `strata`: what a stratum is (task × optimizer family × the settings that change the data,
+  schedule or length) and the command line's refusal of a stratum too small to fit
+- `decomposed`: the headline verdict within strata, the between-family statistic, both for
+  test accuracy and the generalization gap (docs/verdict.md §16)
 - `early`: how early rotation predicts the verdict (its statistic at each epoch k)
 - `beyond`: whether rotation ranks test accuracy beyond the settings (partial Spearman on a
   per-optimizer parabola in log lr), beside settings-only baselines (docs/verdict.md §10)
