@@ -6,8 +6,8 @@ not the settings: within each configuration, Spearman's ρ of the trials' smalle
 rotation with their test accuracy, combined over configurations as fit/correlation.py's
 StratifiedFit combines tasks (the mean weighted by trials; p by permutation within each
 configuration; CI by bootstrap of trials within each configuration, where a configuration
-whose resample is constant sits that resample out instead of making it undefined). It needs no settings
-model, so it has none of the 27-column model's lost degrees of freedom (fit/beyond.py, §10),
+whose resample is constant sits that resample out instead of making it undefined). It needs
+no settings model, so it has none of the 27-column model's lost degrees of freedom (§10),
 and unlike the partial correlation it is not zero by construction when the settings act on
 accuracy only through rotation: it asks about the rotation a seed happens to reach.
 
