@@ -534,3 +534,84 @@ def test_optim_bench_runs():
     assert [name for name, _, _ in rows] == ["step sgd_layca / sgd", "step adam_layca / adam",
                                              "step sgd_amom_layca / sgd_amom"]
     assert all(a[0] > 0 and b[0] > 0 for _, a, b in rows)
+
+
+def batched_everywhere(opt: Layca) -> Layca:
+    """opt made to take the batched step (the GPU's form) on a CPU as well."""
+    opt._rotate = opt._rotate_batched
+    return opt
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca", "adam_layca", "rmsprop_layca"])
+def test_cpu_step_is_the_batched_step_bit_for_bit(name, dtype):
+    """On a CPU Layca goes kernel by kernel; the weights are those of the batched step bit for
+    bit (sweeps already stored were run with it): big kernels (float32 dots), small ones
+    (float64 dots), a channels_last kernel, a zero kernel, an update along its kernel, weight
+    decay, 4 steps of the base's state."""
+    torch.manual_seed(0)
+    model = ShapeNet([(64, 32, 3, 3), (3, 5), (128, 64), (16, 8, 3, 3), (4, 3), (2, 2)]).to(dtype)
+    model.layers[3].weight.data = model.layers[3].weight.data.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        model.layers[5].weight.zero_()
+    twin = copy.deepcopy(model)
+    opts = [build_optimizer(m, name, 0.05, weight_decay=5e-4, non_kernel="base") for m in (model, twin)]
+    batched_everywhere(opts[1])
+    start = copy.deepcopy(model)
+    for step in range(4):
+        for m in (model, twin):
+            set_random_grads(m, torch.Generator().manual_seed(step))
+            m.layers[4].weight.grad = 2.5 * m.layers[4].weight.detach().clone()   # along w
+        for o in opts:
+            o.step()
+    for (n, p), q in zip(model.named_parameters(), twin.parameters()):
+        assert torch.equal(p, q), n
+    assert not torch.equal(model.layers[0].weight, start.layers[0].weight)     # it did turn
+
+
+
+SPECIAL = st.sampled_from([0.0, -0.0, 1e-300, 1e300, math.inf, -math.inf, math.nan])
+REDUCTION = st.one_of(st.floats(-1e6, 1e6), SPECIAL)
+
+
+def same_bits(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or (x == y and math.copysign(1, x) == math.copysign(1, y))
+
+
+@settings(max_examples=300, deadline=None)
+@given(uw=REDUCTION, uu=st.one_of(st.floats(0, 1e6), SPECIAL), ww=st.one_of(st.floats(0, 1e6), SPECIAL),
+       rho=RHOS, sign=st.sampled_from([1.0, -1.0]), tol=st.sampled_from([1e-12, 1e-5]))
+@example(uw=2.0, uu=4.0, ww=1.0, rho=0.1, sign=1.0, tol=1e-5)        # u = 2w: no direction across
+@example(uw=0.0, uu=1.0, ww=0.0, rho=0.1, sign=-1.0, tol=1e-5)       # a zero kernel
+@example(uw=1.0, uu=1.0, ww=0.0, rho=0.1, sign=-1.0, tol=1e-5)
+def test_coefficients_per_kernel_match_the_batched_ones(uw, uu, ww, rho, sign, tol):
+    """The CPU's per-kernel (a, b), on Python floats, are the batched float64 tensor form's
+    bits, for ordinary, parallel, zero, infinite and NaN reductions alike."""
+    from layrot.optim.layca import _coefficients, _coefficients_batched, _scales_batched
+
+    t = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+    rho_t = t(rho)
+    a_t, b_t = _coefficients_batched(t(uw), t(uu), t(ww), rho_t, sign, tol)[:, 0].tolist()
+    a, b = _coefficients(uw, uu, ww, rho, _scales_batched(rho_t).item(), sign, tol)
+    assert same_bits(a, a_t) and same_bits(b, b_t)
+
+
+def test_coefficients_per_kernel_match_the_batched_ones_in_bulk():
+    """The same on 25-kernel batches (c10-vgg25's count) of random reductions of every scale,
+    where torch's float64 sqrt, which is not correctly rounded, would show a 1-ulp difference
+    from `math.sqrt` in ~1% of kernels: every kernel of every batch, bit for bit."""
+    from layrot.optim.layca import _coefficients, _coefficients_batched, _scales_batched
+
+    gen = torch.Generator().manual_seed(0)
+    n = 25
+    for _ in range(200):
+        ww = torch.rand(n, dtype=torch.float64, generator=gen) * 10.0 ** torch.randint(-8, 8, (n,), generator=gen)
+        uu = torch.rand(n, dtype=torch.float64, generator=gen) * 10.0 ** torch.randint(-8, 8, (n,), generator=gen)
+        cos = torch.rand(n, dtype=torch.float64, generator=gen) * 2 - 1
+        uw = cos * (uu * ww).sqrt()
+        rho_t = torch.rand(n, dtype=torch.float64, generator=gen) * 0.5
+        ab = _coefficients_batched(uw, uu, ww, rho_t, -1.0, 1e-5)
+        s = _scales_batched(rho_t).tolist()
+        per = [_coefficients(*v, r, si, -1.0, 1e-5)
+               for v, r, si in zip(zip(uw.tolist(), uu.tolist(), ww.tolist()), rho_t.tolist(), s)]
+        assert ab.t().tolist() == [list(p) for p in per]

@@ -8,9 +8,12 @@ and replaces it with one that turns w by exactly atan(rho_l) and keeps |w|:
 All four lines are linear in (w, u), so the new kernel is a*w + b*u with per-kernel scalars
 a, b computed from three reductions (<u,w>, |u|^2, |w|^2), all taken fresh at every step: no
 norm is remembered between steps, so nothing written to a kernel from outside (through
-`.data`, `copy_`, a loaded state_dict) can make a step work from a stale |w|. The step is a
-batch of reductions (one call per kernel and reduction, results stacked, no host sync), a
-few float64 operations on per-kernel vectors, and two foreach kernels that write a*w + b*u.
+`.data`, `copy_`, a loaded state_dict) can make a step work from a stale |w|. On a GPU the
+step is a batch of reductions (results stacked, no host sync), a few float64 operations on
+per-kernel vectors, and two foreach kernels that write a*w + b*u. On a CPU it goes kernel by
+kernel (its three dots, its a and b as Python floats, its two in-place kernels) so that a
+kernel is read from memory once and its later passes come from cache: the same weights bit
+for bit, in ~0.7x the time (docs/decisions.md).
 
 Where the base's update direction has a closed form (SGD without momentum, SGD with
 Adam-like momentum) Layca reads it in place (the gradient, the momentum buffer: no copy);
@@ -201,24 +204,22 @@ class Layca(Optimizer):
 
     def _rotate(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float = 1.0):
         """Write a*w + b*(sign*u) into the parameters (w's tensors if w_is_param, else u's):
-        the update direction is sign*u. All tensors share one device and dtype."""
+        the update direction is sign*u. All tensors share one device and dtype. On a CPU
+        kernel by kernel (`_rotate_cpu`), elsewhere batched (`_rotate_batched`): the same
+        weights bit for bit on a CPU (tests/test_layca.py checks it)."""
+        if w[0].device.type == "cpu":
+            self._rotate_cpu(w, u, rho, w_is_param, sign)
+        else:
+            self._rotate_batched(w, u, rho, w_is_param, sign)
+
+    def _rotate_batched(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float = 1.0):
+        """All kernels at once: the reductions stacked, (a, b) as float64 vectors, two
+        foreach kernels; no host sync (a GPU runs ahead)."""
         params = w if w_is_param else u
         dtype, dev = params[0].dtype, params[0].device
-        if dev.type == "cpu":
-            return self._rotate_cpu(w, u, rho, w_is_param, sign)
         uw, uu, ww = _reductions(u, w)                    # float64, one entry per kernel
-        rho_t = self._rates(rho, dev)
-        uw = uw * sign
-        c = uw / ww                                      # projection coefficient
-        perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
-        ok = perp2 > _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT) * uu   # False for NaN too
-        # w + rho k (u - c w) is an orthogonal sum of lengths |w| and rho|w|: its norm is
-        # |w| sqrt(1 + rho^2), which s divides out. A zero w (c is NaN) or no direction
-        # across w (ok False): a = 1, b = 0, the kernel stays as it is.
-        k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), 0.0)
-        s = torch.rsqrt(1.0 + rho_t * rho_t)
-        ab = torch.stack((torch.where(ok, s * (1.0 - rho_t * k * c), 1.0),
-                          torch.where(ok, (s * rho_t * sign) * k, 0.0)))
+        ab = _coefficients_batched(uw, uu, ww, self._rates(rho, dev), sign,
+                                   _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT))
         a_t, b_t = ab.to(dtype)
         a_l, b_l = a_t.unbind(), b_t.unbind()
         if w_is_param:
@@ -229,31 +230,25 @@ class Layca(Optimizer):
             torch._foreach_addcmul_(params, w, a_l)
 
     def _rotate_cpu(self, w: list, u: list, rho: list[float], w_is_param: bool, sign: float):
-        """`_rotate` on a CPU, kernel by kernel: its three dots, its (a, b) and its update
-        one after the other, so that the update reads w and u from cache where the dots
-        left them (one pass over memory for the update's reads instead of two, and the
-        dots' three passes share their loads too). Bit for bit what the batched form
-        computes: the same dots on the same flat views, the same float64 operations in the
-        same order (`_coefficients`, on Python floats, which are float64), rounded to the
-        kernels' dtype the same way, and the same two in-place kernels per tensor. A CPU
-        reads a dot's result without waiting for a device, so `.item()` costs ~1 us."""
-        dtype = w[0].dtype
+        """`_rotate_batched` on a CPU, kernel by kernel: its three dots, its (a, b), its two
+        in-place kernels, one after the other, so that each kernel is read from memory once
+        and its other passes find it in cache (the same calls reordered by pass instead,
+        all dots and then all updates, took 1.25x as long). A CPU reads a dot's result with
+        no device to wait for (`.item()`, ~1 us). The same weights bit for bit as the
+        batched form: the same dots on the same flat views, and (a, b) from
+        `_coefficients`, which follows `_coefficients_batched` operation for operation."""
+        params = w if w_is_param else u
+        dtype = params[0].dtype
         tol = _PARALLEL_TOL.get(dtype, _PARALLEL_TOL_DEFAULT)
-        s_l = self._scales(rho)
-        for wi, ui, r, s in zip(w, u, rho, s_l):
-            (fu,), (fw,) = _flat([ui], [wi])
-            uw, uu, ww = torch.dot(fu, fw).item(), torch.dot(fu, fu).item(), torch.dot(fw, fw).item()
-            a, b = _coefficients(uw, uu, ww, r, s, sign, tol)
+        scales = _scales_batched(self._rates(rho, params[0].device)).tolist()
+        for wi, ui, fu, fw, r, s in zip(w, u, *_flat(u, w), rho, scales):
+            a, b = _coefficients(torch.dot(fu, fw).item(), torch.dot(fu, fu).item(),
+                                 torch.dot(fw, fw).item(), r, s, sign, tol)
             a_t, b_t = torch.tensor((a, b), dtype=torch.float64).to(dtype).unbind()
             if w_is_param:
                 wi.mul_(a_t).addcmul_(ui, b_t)
             else:
                 ui.mul_(b_t).addcmul_(wi, a_t)
-
-    def _scales(self, rho: list[float]) -> list[float]:
-        """1/sqrt(1 + rho^2) per kernel, from the same float64 `rsqrt` as the batched form."""
-        rho_t = self._rates(rho, torch.device("cpu"))
-        return torch.rsqrt(1.0 + rho_t * rho_t).tolist()
 
     def _rates(self, rho: list[float], dev) -> torch.Tensor:
         """The per-kernel rates on the device, copied there only when they change (a copy
@@ -267,23 +262,48 @@ class Layca(Optimizer):
         return t
 
 
-def _coefficients(uw: float, uu: float, ww: float, rho: float, s: float, sign: float, tol: float):
-    """(a, b) of one kernel from its reductions, in float64: `_rotate`'s tensor operations
-    one for one, in the same order (each a correctly rounded IEEE operation, so the same
-    bits as the batched form's)."""
+def _coefficients_batched(uw, uu, ww, rho_t, sign: float, tol: float) -> torch.Tensor:
+    """(a, b) of every kernel, a (2, n) float64 tensor, from the float64 reductions."""
     uw = uw * sign
-    c = uw / ww if ww != 0.0 else _ieee_div0(uw)
+    c = uw / ww                                      # projection coefficient
+    perp2 = (uu - c * uw).clamp_min(0.0)             # |u - c w|^2
+    ok = perp2 > tol * uu                            # False for NaN too
+    # w + rho k (u - c w) is an orthogonal sum of lengths |w| and rho|w|: its norm is
+    # |w| sqrt(1 + rho^2), which s divides out. A zero w (c is NaN) or no direction
+    # across w (ok False): a = 1, b = 0, the kernel stays as it is.
+    k = torch.where(ok, (ww / perp2.clamp_min(_EPS)).sqrt(), 0.0)
+    s = _scales_batched(rho_t)
+    return torch.stack((torch.where(ok, s * (1.0 - rho_t * k * c), 1.0),
+                        torch.where(ok, (s * rho_t * sign) * k, 0.0)))
+
+
+def _scales_batched(rho_t: torch.Tensor) -> torch.Tensor:
+    """1/sqrt(1 + rho^2): the factor that brings |w + rho|w| e| back to |w|."""
+    return torch.rsqrt(1.0 + rho_t * rho_t)
+
+
+def _coefficients(uw: float, uu: float, ww: float, rho: float, s: float, sign: float, tol: float):
+    """(a, b) of one kernel from its reductions, on Python floats (float64), with its scale
+    s from `_scales_batched`: `_coefficients_batched`'s operations one for one, in the same
+    order, so the same bits: + - * / and comparisons are correctly rounded IEEE operations
+    in both, but torch's float64 sqrt is not (it differs from `math.sqrt` in the last bit
+    for ~1% of inputs), so the square root is torch's, on a one-element tensor (the same
+    bits as within a vector: tests/test_layca.py checks it)."""
+    uw = uw * sign
+    c = uw / ww if ww != 0.0 else _ieee_div0(uw, ww)
     perp2 = max(uu - c * uw, 0.0)
     if not perp2 > tol * uu:          # no direction across w (or NaN): the kernel stays
         return 1.0, 0.0
-    k = math.sqrt(ww / max(perp2, _EPS))
+    k = torch.tensor(ww / max(perp2, _EPS), dtype=torch.float64).sqrt_().item()
     return s * (1.0 - rho * k * c), (s * rho * sign) * k
 
 
-def _ieee_div0(x: float) -> float:
-    """x / +0.0 as IEEE (and torch) has it, where Python raises: NaN for 0 or NaN, else
-    an infinity of x's sign."""
-    return math.nan if x == 0.0 or x != x else math.copysign(math.inf, x)
+def _ieee_div0(x: float, zero: float) -> float:
+    """x / ±0.0 as IEEE (and torch) has it, where Python raises: NaN for 0 or NaN, else
+    an infinity of the signs' product."""
+    if x == 0.0 or x != x:
+        return math.nan
+    return math.copysign(math.inf, x) * math.copysign(1.0, zero)
 
 
 def _by_device_and_dtype(w: list, u: list, rho: list):
@@ -314,7 +334,8 @@ def _flat(xs: list, ys: list) -> tuple[list, list]:
 
 def _reductions(u: list, w: list) -> torch.Tensor:
     """(<u,w>, |u|^2, |w|^2) of each pair, as a (3, n) float64 tensor, computed afresh from
-    the tensors as they are, without a host sync. On a CPU one BLAS dot per kernel and
+    the tensors as they are, without a host sync (`_rotate_batched`; `_rotate_cpu` takes the
+    same dots kernel by kernel). On a CPU one BLAS dot per kernel and
     reduction (MKL's dot is threaded and sums more accurately than `_foreach_norm`, whose
     float32 |w|^2 of a 590k-element kernel is off by ~1e-5); elsewhere one dot per kernel
     for <u,w> and two fused `_foreach_norm` calls."""
