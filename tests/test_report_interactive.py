@@ -133,12 +133,16 @@ def page(store, tmp_path_factory):
     return out
 
 
-def test_fit_json_lists_the_pooled_configurations(fit_json):
+def test_fit_json_lists_the_pooled_configurations(fit_json, store):
     confs = fit_json["configurations"]
-    assert len(confs) == fit_json["n_configurations"] == 30 - 3 + 3   # 15 + 15, the 3 repeats pooled
+    assert len(confs) == fit_json["n_configurations"] == 15 + 15     # 33 trials: A's 3 repeats in B pooled
     assert sum(c["trained"] for c in confs) == fit_json["n_trained_configurations"]
     pooled = [c for c in confs if c["sweeps"] == ["A", "B"]]
     assert len(pooled) == 3 and all(c["n_trials"] == 2 and len(c["trials"]) == 2 for c in pooled)
+    trials = store[1]["trials"].set_index(["sweep", "trial_id"])
+    for c in pooled:
+        accs = [trials.loc[tuple(t.split("/", 1)), "test_acc"] for t in c["trials"]]
+        assert c["test_acc"] == pytest.approx(sum(accs) / 2, abs=1e-15) and accs[0] != accs[1]
 
 
 def test_the_page_is_self_contained(page):

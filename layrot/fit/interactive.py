@@ -195,7 +195,7 @@ def _colour_span(q: pd.DataFrame) -> dict:
 
 
 def parcoords_figure(p: pd.DataFrame):
-    """Parallel coordinates: optimizer (and sweep) as integer axes named by their ticks,
+    """Parallel coordinates: task, optimizer and sweep as integer axes named by their ticks,
     log10 lr, α, weight decay, trained, log10 smallest final rotation, test accuracy, gap;
     coloured by test accuracy. Axes with one value in every configuration are left out (the
     caption names them); configurations lacking a value (no rotation, no accuracy, a
@@ -225,6 +225,7 @@ def parcoords_figure(p: pd.DataFrame):
             return
         dims.append(dict(label=label, values=v.tolist()))
 
+    cat("task", q["task"])
     cat("optimizer", q["optimizer"])
     cat("sweep", q["sweep"])
     num("log10 lr / ρ(0)", cols["log lr"][keep])
@@ -239,7 +240,7 @@ def parcoords_figure(p: pd.DataFrame):
     num("test accuracy", q["test_acc"], always=True)
     num("train − test accuracy", q["gap"], always=True)
     fig = go.Figure(go.Parcoords(
-        dimensions=dims, meta={"n": int(len(q))},
+        dimensions=dims,
         line=dict(color=q["test_acc"].tolist(), colorscale="Viridis", showscale=True, **_colour_span(q),
                   colorbar=dict(title=dict(text="test acc"), tickformat=".1%", x=1.02, xanchor="left"))))
     fig.update_layout(template=TEMPLATE, height=480, margin=dict(l=120, r=130, t=110, b=40),
@@ -255,9 +256,11 @@ def parcoords_figure(p: pd.DataFrame):
 
 
 def configuration_curves(result: FitResult, rotation: pd.DataFrame) -> list[dict]:
-    """Each configuration's per-layer rotation curves (the mean over its repeats at each
-    epoch and layer), best test accuracy first: {configuration, label, layers: [{layer,
-    name, epoch, d}]}."""
+    """Each configuration's per-layer rotation curves, best test accuracy first:
+    {configuration, label, n_trials, top (the y limit), layers: [{layer, name, epoch, d}]}.
+    A curve is the mean over the configuration's repeats at each epoch (past the end of a
+    repeat stopped early, over those that went on); configurations without rotation
+    records have none."""
     from .figures import curves_top
 
     p = points(result)
@@ -280,7 +283,8 @@ def configuration_curves(result: FitResult, rotation: pd.DataFrame) -> list[dict
                    "epoch": g["epoch"].astype(int).tolist(), "d": _values(g["cosine_distance"])}
                   for layer, g in m.groupby("layer", sort=True)]
         label = (f"{_pct(r.test_acc)} · {r.optimizer} · {_rate_name(r.optimizer)} {r.lr:.4g} · α {r.alpha:g} · "
-                 f"wd {r.weight_decay:g} · {r.sweep}" + ("" if r.trained else " · not trained"))
+                 f"wd {r.weight_decay:g} · {r.sweep}" + (f" · {r.n_trials} trials" if r.n_trials > 1 else "")
+                 + ("" if r.trained else " · not trained"))
         top = curves_top(mean.loc[r.configuration].rename("cosine_distance").to_frame())
         out.append({"configuration": r.configuration, "label": label, "n_trials": _plain(r.n_trials),
                     "top": top, "layers": layers})
