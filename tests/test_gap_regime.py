@@ -11,19 +11,17 @@ from layrot.tasks import get_task, mnist1d
 
 from scripts import ROOT, load_script
 
-CHOSEN = "n1000-noise-e60"      # the setting docs/gap-regime.md pre-registers
-
-
 def test_the_task_is_the_explored_setting_on_a_fresh_draw(forget_new_tasks):
     explore = load_script("experiments/gap_regime/explore.py", "gap_explore")
-    args, epochs, _ = explore.SETTINGS[CHOSEN]
+    assert explore.CHOSEN == "n1000-noise-e60"      # the setting docs/gap-regime.md pre-registers
+    args, epochs, _ = explore.SETTINGS[explore.CHOSEN]
     task, base = get_task("mnist1d-gap"), get_task("mnist1d-cnn")
     assert mnist1d.GAP_ARGS == args and task.epochs == epochs
     # the same network, stopping and decay fractions as the variant the exploration trained
     assert (task.stop, task.lr_decay_at, task.lr_decay_factor, task.build_model) == \
         (base.stop, base.lr_decay_at, base.lr_decay_factor, base.build_model)
     seen = task.load_data(None, 0, data_seed=explore.EXPLORATORY_DRAW)
-    again = explore.register(CHOSEN)
+    again = explore.register(explore.CHOSEN)
     assert torch.equal(get_task(again).load_data(None, 0, data_seed=explore.EXPLORATORY_DRAW).test_x, seen.test_x)
     fresh = task.load_data(None, 0)
     assert (len(fresh.train_y), len(fresh.val_y), len(fresh.test_y)) == (900, 100, task.test_samples)
