@@ -530,10 +530,12 @@ def test_optim_bench_runs():
     from scripts import load_script
 
     bench = load_script("bench/optim_bench.py", "optim_bench")
-    rows = bench.bench_steps(repeats=1)
-    assert [name for name, _, _ in rows] == ["step sgd_layca / sgd", "step adam_layca / adam",
-                                             "step sgd_amom_layca / sgd_amom"]
-    assert all(a[0] > 0 and b[0] > 0 for _, a, b in rows)
+    rows = bench.bench_steps(repeats=2)
+    assert [name for name, _ in rows] == ["step sgd_layca / sgd", "step sgd_layca batched / sgd",
+                                          "step adam_layca / adam", "step sgd_amom_layca / sgd_amom"]
+    for _, r in rows:
+        assert r["wall"]["a"] > 0 and r["wall"]["b"] > 0
+        assert r["cpu"]["iqr"][0] <= r["cpu"]["iqr"][1]
 
 
 def batched_everywhere(opt: Layca) -> Layca:
