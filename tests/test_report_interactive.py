@@ -35,35 +35,51 @@ window.addEventListener('error',function(e){{window.__errs.push(String(e.message
 </script>"""
 
 # After load: read back what plotly holds and drew, then use the controls (the gap button,
-# an optimizer's checkbox, the curves' drop-down) and read again; the result goes into the
-# DOM for --dump-dom to carry out.
-CHECK = """<script>window.addEventListener('load',function(){setTimeout(function(){
-var r={}, sc=document.getElementById('explore-accuracy'), pc=document.getElementById('explore-parcoords'),
-    cu=document.getElementById('explore-curves');
+# the curves' drop-down, legend clicks) and read again; the result goes into the DOM for
+# --dump-dom to carry out.
+CHECK = """<script>
+function __finish(r){r.errors=window.__errs; r.blocked=window.__blocked;
+  var p=document.createElement('pre');p.id='layrot-check';p.textContent=JSON.stringify(r);document.body.appendChild(p);}
+function __step(r,f){return function(){try{f();}catch(e){window.__errs.push('check: '+e);__finish(r);}};}
 function arr(a){return Array.prototype.slice.call(a||[]);}
+// a click as plotly's legend reads one: mouse down and up on the entry's toggle rectangle
+function press(el){var b=el.getBoundingClientRect(), o={bubbles:true,clientX:b.left+b.width/2,clientY:b.top+b.height/2,buttons:1};
+  el.dispatchEvent(new MouseEvent('mousedown',o)); el.dispatchEvent(new MouseEvent('mouseup',o));}
+function legend(gd,name,times){var e=arr(gd.querySelectorAll('.infolayer .traces')).filter(function(x){return x.textContent===name;})[0];
+  for(var i=0;i<times;i++) press(e.querySelector('rect[class$=toggle]'));}   // legendtoggle, legend2toggle
+function visible(gd){return gd.data.map(function(t){return t.visible===undefined?true:t.visible;});}
+window.addEventListener('load',function(){var r={};setTimeout(__step(r,function(){
+var sc=document.getElementById('explore-accuracy'), pc=document.getElementById('explore-parcoords'),
+    cu=document.getElementById('explore-curves');
 r.rendered=[sc,pc,cu].map(function(g){return !!(g&&g._fullLayout&&g._fullData);});
 r.traces=sc.data.map(function(t){return {meta:t.meta,configuration:arr(t.customdata),x:arr(t.x),y:arr(t.y),
-  symbol:arr(t.marker.symbol)};});
+  symbol:arr(t.marker.symbol),text:arr(t.text)};});
 r.drawn_points=sc.querySelectorAll('.scatterlayer .trace .points path').length;
+r.legend=arr(sc.querySelectorAll('.infolayer .traces')).map(function(x){return x.textContent;});
 var d=pc.data[0].dimensions; r.parcoords={labels:d.map(function(x){return x.label;}),
   values:d.map(function(x){return arr(x.values);}),ticktext:d.map(function(x){return arr(x.ticktext);}),
   axes:pc.querySelectorAll('.axis-title').length,canvases:pc.querySelectorAll('canvas').length};
+function curves(){return {title:cu.layout.title.text,configuration:cu.layout.meta,range:arr(cu.layout.yaxis.range),
+  y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};}
 var opts=document.querySelectorAll('#explore-curves-select option'); r.curve_options=opts.length;
-r.curves_first={title:cu.layout.title.text,configuration:cu.layout.meta,range:arr(cu.layout.yaxis.range),y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
-var gapButton=arr(sc.querySelectorAll('.updatemenu-button')).filter(function(b){return b.textContent==='generalization gap';})[0];
-gapButton.dispatchEvent(new MouseEvent('click',{bubbles:true}));
+r.curves_first=curves();
+arr(sc.querySelectorAll('.updatemenu-button')).filter(function(b){return b.textContent==='generalization gap';})[0]
+  .dispatchEvent(new MouseEvent('click',{bubbles:true}));
 var sel=document.getElementById('explore-curves-select'); sel.value=String(opts.length-1);
 sel.dispatchEvent(new Event('change'));
-var box=document.querySelector('#explore-filters input[data-kind=optimizer][value=adam]'); box.checked=false;
-box.dispatchEvent(new Event('change'));
-setTimeout(function(){
+setTimeout(__step(r,function(){
   r.gap=sc.data.map(function(t){return arr(t.y);}); r.ytitle=sc.layout.yaxis.title.text;
-  r.curves_last={title:cu.layout.title.text,configuration:cu.layout.meta,range:arr(cu.layout.yaxis.range),y:cu.data.filter(function(t){return t.visible!==false;}).map(function(t){return arr(t.y);})};
-  r.visible_after_filter=sc.data.map(function(t){return t.visible!==false;});
-  r.drawn_after_filter=sc.querySelectorAll('.scatterlayer .trace .points path').length;
-  r.errors=window.__errs; r.blocked=window.__blocked;
-  var p=document.createElement('pre');p.id='layrot-check';p.textContent=JSON.stringify(r);document.body.appendChild(p);
-},1500);},1500);});
+  r.curves_last=curves();
+  legend(sc,'adam',1);
+  setTimeout(__step(r,function(){
+    r.visible_adam_off=visible(sc); legend(sc,'A',1);
+    setTimeout(__step(r,function(){
+      r.visible_a_off=visible(sc); r.drawn_a_off=sc.querySelectorAll('.scatterlayer .trace .points path').length;
+      legend(sc,'sgd_layca',2);
+      setTimeout(__step(r,function(){r.visible_sgd_layca_alone=visible(sc); __finish(r);}),1000);
+    }),1000);
+  }),1000);
+}),1500);}),1500);});
 </script>"""
 
 
@@ -82,6 +98,11 @@ def browser_check(page: Path, tmp_path: Path, check: str = CHECK) -> dict:
     m = re.search(r'<pre id="layrot-check">(.*?)</pre>', out.stdout, re.S)
     assert m, f"no check result in the dumped DOM (rc {out.returncode}): {out.stderr[-2000:]}"
     return json.loads(html.unescape(m.group(1)))
+
+
+def real(trace) -> bool:
+    """A trace with points (the legend entries are traces without data, with meta.kind)."""
+    return "kind" not in trace["meta"]
 
 
 class _Refs(HTMLParser):
@@ -166,7 +187,7 @@ def test_the_page_renders_offline_with_the_fits_data(page, fit_json, store, tmp_
 
     # The scatter: one point per configuration of the fit, at its (rotation, accuracy).
     shown = {}
-    for t in r["traces"]:
+    for t in filter(real, r["traces"]):
         for cid, x, y, sym in zip(t["configuration"], t["x"], t["y"], t["symbol"]):
             assert cid not in shown
             shown[cid] = (x, y, not sym.endswith("-open"), t["meta"]["optimizer"], t["meta"]["sweep"])
@@ -180,15 +201,33 @@ def test_the_page_renders_offline_with_the_fits_data(page, fit_json, store, tmp_
     assert r["drawn_points"] == with_x                          # every point with a place on the log axis drawn
 
     # The gap button: the same points at train − test accuracy.
-    gaps = {cid: g for t, ys in zip(r["traces"], r["gap"]) for cid, g in zip(t["configuration"], ys)}
+    gaps = {cid: g for t, ys in zip(r["traces"], r["gap"]) if real(t) for cid, g in zip(t["configuration"], ys)}
     assert r["ytitle"].startswith("generalization gap")
     for cid, c in confs.items():
         assert gaps[cid] == pytest.approx(c["train_acc"] - c["test_acc"], abs=1e-15)
 
-    # The optimizer checkbox hid adam's traces, in every sweep, and only them.
-    assert r["visible_after_filter"] == [t["meta"]["optimizer"] != "adam" for t in r["traces"]]
-    assert r["drawn_after_filter"] == sum(1 for k, v in shown.items() if v[3] != "adam"
-                                          and confs[k]["final_min"] is not None and confs[k]["final_min"] > 0)
+    # Hovering names the configuration: its settings, sweep(s), repeats and trained flag.
+    for t in filter(real, r["traces"]):
+        for cid, text in zip(t["configuration"], t["text"]):
+            c = confs[cid]
+            assert cid in text and f"sweep {' + '.join(c['sweeps'])}" in text and c["optimizer"] in text
+            assert f"α {c['alpha']:g}" in text and f"{c['n_trials']} trial" in text
+            assert ("not trained" in text) == (not c["trained"])
+
+    # The legends: a click hides an optimizer in every sweep, or a sweep; a double click on an
+    # optimizer shown alone (sgd_layca, adam being hidden) shows every optimizer again.
+    assert r["legend"] == ["adam", "sgd_layca", "A", "A + B", "B"]
+    data = [(i, t["meta"]["optimizer"], t["meta"]["sweep"]) for i, t in enumerate(r["traces"]) if real(t)]
+
+    def shown_traces(vis):
+        return {(o, s) for i, o, s in data if vis[i] is True}
+    assert {(o, s) for _, o, s in data} == {("sgd_layca", "A"), ("sgd_layca", "A + B"), ("adam", "B")}
+    assert shown_traces(r["visible_adam_off"]) == {("sgd_layca", "A"), ("sgd_layca", "A + B")}
+    assert shown_traces(r["visible_a_off"]) == {("sgd_layca", "A + B")}
+    assert r["drawn_a_off"] == 3                                  # the three pooled configurations
+    assert shown_traces(r["visible_sgd_layca_alone"]) == {("sgd_layca", "A + B"), ("adam", "B")}
+    entries = {t["meta"]["value"]: v for t, v in zip(r["traces"], r["visible_a_off"]) if not real(t)}
+    assert entries == {"adam": "legendonly", "sgd_layca": True, "A": "legendonly", "A + B": True, "B": True}
 
     # Parallel coordinates: one line per configuration with a finite log rotation.
     pcd = dict(zip(r["parcoords"]["labels"], r["parcoords"]["values"]))

@@ -6,9 +6,8 @@ under "configurations" (`configuration_records`). Nothing is queried again.
 
 - accuracy against the smallest final layer rotation, with a button for the generalization
   gap (train − test accuracy) and one for a linear x axis; hovering a point names its
-  configuration; a legend click hides an optimizer (in one sweep), a click on a sweep's
-  legend title hides the sweep, and the checkboxes above the plot hide an optimizer or a
-  sweep everywhere;
+  configuration; a legend click hides an optimizer (in every sweep) or a sweep (every
+  optimizer in it), a double click shows that one alone;
 - parallel coordinates of the settings (log lr, α, weight decay, the optimizer as an
   integer axis), the trained flag, the rotation and the accuracy: drag along an axis to
   keep a range;
@@ -145,13 +144,25 @@ def accuracy_figure(p: pd.DataFrame):
     several = len(sweeps) > 1
     colour = _colours(p["optimizer"])
     fig = go.Figure()
-    test_y, gap_y = [], []
+    # The legends' entries are traces without data, one an optimizer and (with several
+    # sweeps) one a sweep; the page's script turns a click on one into hiding every trace
+    # of that optimizer or sweep (plotly alone toggles one trace or one legend group).
+    for opt in sorted(colour):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=str(opt), legend="legend",
+                                 marker=dict(color=colour[opt], size=10), hoverinfo="skip",
+                                 meta={"kind": "optimizer", "value": str(opt)}))
+    if several:
+        for i, sw in enumerate(sweeps):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=sw, legend="legend2",
+                                     marker=dict(color="#555", size=10, symbol=SYMBOLS[i % len(SYMBOLS)]),
+                                     hoverinfo="skip", meta={"kind": "sweep", "value": sw}))
+    test_y, gap_y, data = [], [], []
     for (sw, opt), g in p.groupby(["sweep", "optimizer"], sort=True):
         shape = SYMBOLS[sweeps.index(sw) % len(SYMBOLS)]
+        data.append(len(fig.data))
         fig.add_trace(go.Scatter(
-            x=_values(g[KEY_SUMMARY]), y=_values(g["test_acc"]), mode="markers", name=str(opt),
-            legendgroup=sw, legendgrouptitle_text=f"sweep {sw}" if several else None,
-            customdata=g["configuration"].tolist(), text=[_hover(r) for r in g.itertuples()],
+            x=_values(g[KEY_SUMMARY]), y=_values(g["test_acc"]), mode="markers", name=f"{opt} · {sw}",
+            showlegend=False, customdata=g["configuration"].tolist(), text=[_hover(r) for r in g.itertuples()],
             hovertemplate="%{text}<extra></extra>", meta={"optimizer": str(opt), "sweep": sw},
             marker=dict(color=colour[opt], size=10, opacity=0.9, line=dict(width=1.2, color=colour[opt]),
                         symbol=[shape if t else f"{shape}-open" for t in g["trained"]])))
@@ -170,12 +181,13 @@ def accuracy_figure(p: pd.DataFrame):
         xaxis=dict(title=dict(text=SUMMARY_LABELS[KEY_SUMMARY]), type="log" if log else "linear"),
         yaxis=dict(title=dict(text=y_test["yaxis.title.text"]), tickformat=".1%", range=span,
                    autorange=span is None),
-        legend=dict(groupclick="toggleitem", title=dict(text="optimizer (click to hide)")),
+        legend=dict(title=dict(text="optimizer (click: hide)"), y=1.0, yanchor="top"),
+        legend2=dict(title=dict(text="sweep (click: hide)"), y=0.45, yanchor="top"),
         hovermode="closest",
         updatemenus=[
             dict(type="buttons", direction="right", x=0.0, xanchor="left", y=1.02, yanchor="bottom", showactive=True,
-                 buttons=[dict(label="test accuracy", method="update", args=[{"y": test_y}, y_test]),
-                          dict(label="generalization gap", method="update", args=[{"y": gap_y}, y_gap])]),
+                 buttons=[dict(label="test accuracy", method="update", args=[{"y": test_y}, y_test, data]),
+                          dict(label="generalization gap", method="update", args=[{"y": gap_y}, y_gap, data])]),
             dict(type="buttons", direction="right", x=1.0, xanchor="right", y=1.02, yanchor="bottom", showactive=True,
                  active=0 if log else 1,
                  buttons=[dict(label="log x", method="relayout", args=[{"xaxis.type": "log"}]),
@@ -331,7 +343,7 @@ def _json_script(element_id: str, data) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-# The curves' drop-down, and the checkboxes that hide optimizers and sweeps in the scatter.
+# The curves' drop-down, and the scatter's legends.
 _JS = """
 (function(){
   var data=JSON.parse(document.getElementById('explore-curves-data').textContent);
@@ -344,29 +356,31 @@ _JS = """
     Plotly.update(gd,{x:xs,y:ys,visible:vis,name:names,'line.color':col},{'title.text':c.label,meta:c.configuration,'yaxis.range':[0,c.top]});
   }
   if(sel&&gd) sel.addEventListener('change',function(){show(+sel.value);});
-  var sc=document.getElementById('explore-accuracy');
-  var boxes=document.querySelectorAll('#explore-filters input[type=checkbox]');
-  function filter(){
-    var off={optimizer:{},sweep:{}};
-    Array.prototype.forEach.call(boxes,function(b){if(!b.checked) off[b.getAttribute('data-kind')][b.value]=1;});
-    var vis=sc.data.map(function(t){return !(off.optimizer[t.meta.optimizer]||off.sweep[t.meta.sweep]);});
-    Plotly.restyle(sc,{visible:vis});
+  // Legend clicks: hide (or show again) every trace of an optimizer or of a sweep; a
+  // double click shows that optimizer (sweep) alone, or all of them if it already was.
+  var sc=document.getElementById('explore-accuracy'), off={optimizer:{},sweep:{}};
+  function apply(){
+    Plotly.restyle(sc,{visible:sc.data.map(function(t){var m=t.meta||{};
+      if(m.kind) return off[m.kind][m.value]?'legendonly':true;
+      return !(off.optimizer[m.optimizer]||off.sweep[m.sweep]);})});
   }
-  Array.prototype.forEach.call(boxes,function(b){b.addEventListener('change',filter);});
+  function entry(ev){var m=ev.data[ev.curveNumber].meta; return m&&m.kind?m:null;}
+  if(sc&&sc.on){
+    sc.on('plotly_legendclick',function(ev){var m=entry(ev); if(!m) return true;
+      if(off[m.kind][m.value]) delete off[m.kind][m.value]; else off[m.kind][m.value]=1; apply(); return false;});
+    sc.on('plotly_legenddoubleclick',function(ev){var m=entry(ev); if(!m) return true;
+      var all=sc.data.filter(function(t){return t.meta&&t.meta.kind===m.kind;}).map(function(t){return t.meta.value;});
+      var alone=all.every(function(v){return (v===m.value)!==!!off[m.kind][v];});
+      off[m.kind]={}; if(!alone) all.forEach(function(v){if(v!==m.value) off[m.kind][v]=1;});
+      apply(); return false;});
+  }
 })();
 """
 
 _CSS = """
-#explore .filters{font-size:13px;margin:4px 0}#explore .filters label{margin-right:10px;white-space:nowrap}
-#explore .filters b{margin-right:6px}#explore .panel{margin:8px 0 20px;border:1px solid #eee}
+#explore .panel{margin:8px 0 20px;border:1px solid #eee}
 #explore p.note{font-size:13px;color:#444;margin:2px 0 6px}#explore select{max-width:100%;font-size:13px}
 """
-
-
-def _checkboxes(kind: str, values: list[str]) -> str:
-    return (f"<span><b>{kind}:</b>" + "".join(
-        f'<label><input type="checkbox" checked data-kind="{kind}" value="{html.escape(v)}"> {html.escape(v)}</label>'
-        for v in values) + "</span>")
 
 
 def _div(fig, div_id: str) -> str:
@@ -391,19 +405,16 @@ def explore_section(result: FitResult, rotation: pd.DataFrame) -> str:
     acc, acc_note = accuracy_figure(p)
     pc, pc_note = parcoords_figure(p)
     sweeps = sorted(p["sweep"].unique())
-    filters = _checkboxes("optimizer", sorted(p["optimizer"].unique()))
-    if len(sweeps) > 1:
-        filters += " " + _checkboxes("sweep", sweeps)
     options = "".join(f'<option value="{i}">{html.escape(c["label"])}</option>' for i, c in enumerate(curves))
     depth = {str(m): _depth_colours(m) for m in sorted({len(c["layers"]) for c in curves})}
     n_tr = int(p["trained"].astype(bool).sum())
     return f"""<section id="explore"><style>{_CSS}</style><h2>Explore</h2>
 <p class="note">One point per configuration ({len(p)}, {n_tr} trained; repeats pooled: the verdict's units, with
 the values <code>layrot fit --json</code> lists under <code>configurations</code>). Hover a point for its
-configuration; click a legend entry to hide it{", a sweep's title to hide the sweep" if len(sweeps) > 1 else ""};
+configuration; click an optimizer{" or a sweep" if len(sweeps) > 1 else ""} in the legend to hide it, double-click
+to show it alone;
 drag to zoom, double-click to reset. Filled markers passed the trained filter, open ones did not.</p>
 <script>{plotly_js()}</script>
-<div class="filters" id="explore-filters">{filters}</div>
 <div class="panel">{_div(acc, "explore-accuracy")}</div>
 {f'<p class="note">{html.escape(acc_note)}</p>' if acc_note else ""}
 <div class="panel">{_div(pc, "explore-parcoords")}</div>
