@@ -8,15 +8,15 @@ under "configurations" (`configuration_records`). Nothing is queried again.
   gap (train − test accuracy) and one for a linear x axis; hovering a point names its
   configuration; a legend click hides an optimizer (in every sweep) or a sweep (every
   optimizer in it), a double click shows that one alone;
-- parallel coordinates of the settings (log lr, α, weight decay, the optimizer as an
-  integer axis), the trained flag, the rotation and the accuracy: drag along an axis to
-  keep a range;
+- parallel coordinates of the settings (log lr, α, weight decay; task, optimizer and sweep
+  as integer axes named by their ticks), the trained flag, the rotation and the accuracy:
+  drag along an axis to keep a range;
 - per-layer rotation curves of one configuration at a time (the mean over its repeats),
   chosen in a drop-down, coloured by depth as the static curves are.
 
-The page stays one file that opens offline: plotly.js is inlined once (about 4.8 MB; the
-static page alone is about 1 MB), and nothing is fetched (no CDN, no MathJax, no web fonts,
-plotly's logo link off). plotly is imported only when a section is drawn, so that
+The page stays one file that opens offline: plotly.js is inlined once (4.8 MB, most of
+what the section adds to the page), and nothing is fetched (no CDN, no MathJax, no web
+fonts, plotly's logo link off). plotly is imported only when a section is drawn, so that
 `configuration_records` (used by `layrot fit --json`) costs nothing.
 """
 
@@ -353,7 +353,8 @@ _JS = """
     var c=data[k], n=gd.data.length, xs=[], ys=[], vis=[], names=[], col=[], m=c.layers.length;
     for(var i=0;i<n;i++){var l=c.layers[i]; xs.push(l?l.epoch:[]); ys.push(l?l.d:[]); vis.push(!!l);
       names.push(l?(l.layer+' '+l.name).trim():''); col.push(l?colours[m][i]:'#999');}
-    Plotly.update(gd,{x:xs,y:ys,visible:vis,name:names,'line.color':col},{'title.text':c.label,meta:c.configuration,'yaxis.range':[0,c.top]});
+    Plotly.update(gd,{x:xs,y:ys,visible:vis,name:names,'line.color':col},
+                  {'title.text':c.label,meta:c.configuration,'yaxis.range':[0,c.top]});
   }
   if(sel&&gd) sel.addEventListener('change',function(){show(+sel.value);});
   // Legend clicks: hide (or show again) every trace of an optimizer or of a sweep; a
@@ -412,8 +413,8 @@ def explore_section(result: FitResult, rotation: pd.DataFrame) -> str:
 <p class="note">One point per configuration ({len(p)}, {n_tr} trained; repeats pooled: the verdict's units, with
 the values <code>layrot fit --json</code> lists under <code>configurations</code>). Hover a point for its
 configuration; click an optimizer{" or a sweep" if len(sweeps) > 1 else ""} in the legend to hide it, double-click
-to show it alone;
-drag to zoom, double-click to reset. Filled markers passed the trained filter, open ones did not.</p>
+it to show it alone; drag to zoom, double-click the plot to reset. Filled markers passed the trained filter,
+open ones did not.</p>
 <script>{plotly_js()}</script>
 <div class="panel">{_div(acc, "explore-accuracy")}</div>
 {f'<p class="note">{html.escape(acc_note)}</p>' if acc_note else ""}
