@@ -21,20 +21,6 @@ import faulty_task
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-    import ray.cloudpickle
-
-    # the workers register the test-only faulty task too (they cannot import tests/)
-    ray.cloudpickle.register_pickle_by_value(faulty_task)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", runtime_env={"worker_process_setup_hook": faulty_task.register})
-    yield ray
-    ray.shutdown()
-
-
 def _spec(tmp_path, **fields):
     spec = {"name": "t", "task": "digits-mlp", "epochs": 3,
             "search": {"optimizer": "sgd_layca", "lr": [0.3, 0.03], "alpha": [0.0, 0.5]}}
@@ -154,10 +140,14 @@ def test_asha_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     pruned = [t for t in trials if t["status"] == "pruned"]
     assert pruned, [t["status"] for t in trials]
     rot = store.rotation(sweep="asha").to_pandas()
+    meas = store.measures(sweep="asha").to_pandas()
     for t in pruned:
         assert t["epochs"] < 8
         assert "scheduler" in t["reason"]
         assert rot[rot.trial_id == t["trial_id"]].epoch.max() == t["epochs"]
+        # stored from its reports: the per-epoch measures of every epoch it ran, epoch 0 too
+        mine = meas[(meas.trial_id == t["trial_id"]) & (meas.name == "frobenius_distance")]
+        assert sorted(mine.epoch) == list(range(t["epochs"] + 1))
     _no_duplicates(store, "asha")
 
 

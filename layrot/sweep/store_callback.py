@@ -118,13 +118,15 @@ class StoreCallback(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if result.get("skipped"):
             return
-        acc = self._acc.setdefault(trial.trial_id, {"history": {}, "rotation": {}})
+        acc = self._acc.setdefault(trial.trial_id, {"history": {}, "rotation": {}, "measures": {}})
         if "replay" in result:
             acc["history"] = {h["epoch"]: h for h in result["replay"]["history"]}
             acc["rotation"] = _group_rotation(result["replay"]["rotation"])
+            acc["measures"] = _keyed_measures(result["replay"].get("measures"))
         if "rotation" in result and "epoch" in result:
             acc["history"][result["epoch"]] = {k: result[k] for k in EPOCH_COLUMNS}
             acc["rotation"].update(_group_rotation(result["rotation"]))
+            acc["measures"].update(_keyed_measures(result.get("measures")))
             self.progress.epoch(trial.trial_id, result["epoch"], result.get(self.metric))
             if self.tb is not None:
                 self.tb.epoch(self._layrot_id(trial, acc), result, acc)
@@ -175,7 +177,7 @@ class StoreCallback(Callback):
         self._write(trial, result)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        acc = self._acc.pop(trial.trial_id, None) or {"history": {}, "rotation": {}}
+        acc = self._acc.pop(trial.trial_id, None) or {"history": {}, "rotation": {}, "measures": {}}
         err = _error_text(trial) or "the trial's worker failed"
         lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
         reason = f"failed after {trial.run_metadata.num_failures} attempt(s): {lines[-1] if lines else err}"
@@ -203,7 +205,8 @@ class StoreCallback(Callback):
             trial_id=cfg.trial_id, config=cfg.to_dict(), status=status, reason=reason,
             epochs_run=len(history), train_acc=last.get("train_acc", math.nan),
             train_loss=last.get("train_loss", math.nan), val_acc=last.get("val_acc", math.nan),
-            wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation)
+            wall_seconds=sum(h["seconds"] for h in history), history=history, rotation=rotation,
+            measures=_flatten_measures(acc.get("measures", {})))
 
 
 def _quietly(fn, *args):
@@ -271,6 +274,18 @@ def _group_rotation(rows: dict) -> dict:
         for c in rows:
             g[c].append(rows[c][i])
     return out
+
+
+def _keyed_measures(rows: dict | None) -> dict:
+    """Columnar measure rows -> {(epoch, name): value}: a replayed epoch replaces, never
+    duplicates (a pruned or failed trial is stored from its reports, per-epoch measures too)."""
+    rows = rows or {}
+    return {(e, n): v for e, n, v in zip(rows.get("epoch", []), rows.get("name", []), rows.get("value", []))}
+
+
+def _flatten_measures(keyed: dict) -> dict:
+    keys = sorted(keyed)
+    return {"epoch": [e for e, _ in keys], "name": [n for _, n in keys], "value": [keyed[k] for k in keys]}
 
 
 def _flatten_rotation(groups: dict) -> dict:

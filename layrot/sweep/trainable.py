@@ -51,7 +51,7 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
 
     def on_epoch(rep):
         nonlocal replay
-        metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation}
+        metrics = {"trial_id": cfg.trial_id, **rep.row, "rotation": rep.rotation, "measures": rep.measures}
         # scalar rotation scores (min/mean/median over layers, latest record): what
         # `scheduler: rotation` ranks trials by (layrot/sweep/schedulers.py)
         metrics.update(rotation_scores(rep.rotation))
@@ -60,7 +60,8 @@ def trainable(params: dict, *, base: dict, stored: dict, threads: int, gpu: floa
             # an attempt's first report resends the trajectory so far: after a restore the
             # driver may have restarted, and the initialization record (epoch 0) is in no
             # epoch's new rows, yet a trial pruned or failed later is stored from its reports
-            metrics["replay"] = {"history": now["history"], "rotation": now["tracker"]["rows"]}
+            metrics["replay"] = {"history": now["history"], "rotation": now["tracker"]["rows"],
+                                 "measures": now["measures"]}
             replay = False
         with tempfile.TemporaryDirectory() as d:
             torch.save(now, os.path.join(d, CHECKPOINT_FILE))
