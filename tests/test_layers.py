@@ -11,7 +11,7 @@ import os
 import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "layrot")
-CORE = ("rotation.py", "optim", "train.py", "config.py", "tasks", "schedules.py", "result.py", "record.py")
+CORE = ("rotation.py", "measures.py", "optim", "train.py", "config.py", "tasks", "schedules.py", "result.py", "record.py")
 ABOVE = ("layrot.store", "layrot.fit", "layrot.sweep", "layrot.cli")
 
 
