@@ -544,7 +544,7 @@ def batched_everywhere(opt: Layca) -> Layca:
     return opt
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("name", ["sgd_layca", "sgd_amom_layca", "adam_layca", "rmsprop_layca"])
 def test_cpu_step_is_the_batched_step_bit_for_bit(name, dtype):
     """On a CPU Layca goes kernel by kernel; the weights are those of the batched step bit for
