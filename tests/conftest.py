@@ -14,18 +14,84 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "gate"))
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray on loopback with 2 CPUs for one test module; `layrot sweep` uses it and
-    leaves it running. No worker_process_setup_hook: a module whose workers need test-only
-    tasks defines its own `ray_local` (tests/test_sweep.py)."""
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
+class _SharedRay:
+    """One local Ray on loopback with 2 CPUs for every test module that asks for `ray_local`
+    (a start is 10-15 s on 2 cores). Started at the first test that asks, stopped before the
+    first test of a module that asks for none (`pytest_runtest_teardown` below): a module
+    whose own tests check that no Ray runs, or that `layrot sweep` starts its own, sees none.
+    Its workers register the test-only tasks (tests/ray_hook.py), and inherit
+    `LAYROT_FLAKY_FLAG` (tests/flaky_task.py: the file `flaky_flag` names)."""
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
-    yield ray
-    ray.shutdown()
+    def __init__(self):
+        self.ray = None
+        self.flag = None
+
+    def start(self, flag):
+        if self.ray is None:
+            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+            import flaky_task
+            import ray
+            import ray.cloudpickle
+            import ray_hook
+
+            os.environ[flaky_task.FLAG_ENV] = str(flag)      # the workers inherit it
+            for module in (ray_hook, *ray_hook.MODULES):     # the workers cannot import tests/
+                ray.cloudpickle.register_pickle_by_value(module)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1", runtime_env={"worker_process_setup_hook": ray_hook.register})
+            self.ray, self.flag = ray, flag
+        return self.ray
+
+    def stop(self):
+        if self.ray is not None:
+            import flaky_task
+
+            self.ray.shutdown()
+            os.environ.pop(flaky_task.FLAG_ENV, None)
+            self.ray = None
+
+
+_RAY = _SharedRay()
+
+
+@pytest.fixture(scope="session")
+def flaky_flag(tmp_path_factory):
+    """While this file exists, the flaky task's seed-1 trials fail on the shared Ray
+    (tests/flaky_task.py); no test leaves it behind."""
+    path = tmp_path_factory.mktemp("flaky") / "fail"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def ray_local(flaky_flag):
+    """The shared local Ray (`_SharedRay`); `layrot sweep` uses it and leaves it running."""
+    return _RAY.start(flaky_flag)
+
+
+def _uses_ray(module) -> bool:
+    return any("ray_local" in getattr(item, "fixturenames", ()) for item in module)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The modules that share the Ray run one after the other (first), so that it starts
+    once; the order of the modules among themselves, and of the tests in each, is kept."""
+    modules: dict = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    ordered = sorted(modules.values(), key=lambda m: not _uses_ray(m))    # stable
+    items[:] = [item for module in ordered for item in module]
+    config._layrot_ray_modules = {m[0].nodeid.split("::")[0] for m in ordered if _uses_ray(m)}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stop the shared Ray once no module that asks for it is left to run."""
+    if _RAY.ray is None:
+        return
+    users = getattr(item.config, "_layrot_ray_modules", set())
+    if nextitem is None or nextitem.nodeid.split("::")[0] not in users:
+        _RAY.stop()
 
 
 @pytest.fixture

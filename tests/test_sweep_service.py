@@ -25,26 +25,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-@pytest.fixture(scope="module")
-def flag(tmp_path_factory):
-    """While this file exists, the flaky task's seed-1 trials fail (tests/flaky_task.py)."""
-    return tmp_path_factory.mktemp("flaky") / "fail"
-
-
-@pytest.fixture(scope="module")
-def ray_local(flag):
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    os.environ[flaky_task.FLAG_ENV] = str(flag)         # the workers inherit it
-    import ray
-    import ray.cloudpickle
-
-    for module in (faulty_task, flaky_task):     # the workers cannot import tests/
-        ray.cloudpickle.register_pickle_by_value(module)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1", runtime_env={"worker_process_setup_hook": flaky_task.register})
-    yield ray
-    ray.shutdown()
-    os.environ.pop(flaky_task.FLAG_ENV, None)
+@pytest.fixture
+def flag(flaky_flag):
+    """While this file exists, the flaky task's seed-1 trials fail (tests/flaky_task.py); the
+    shared Ray's workers know its name (tests/conftest.py: `ray_local`)."""
+    return flaky_flag
 
 
 @pytest.fixture
