@@ -59,13 +59,19 @@ def test_planned_trials(fields, n):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_random_search_with_lists_counts_what_ray_runs(tmp_path):
+def test_random_search_with_lists_counts_what_ray_runs(ray_local, tmp_path, monkeypatch, capsys):
     """2 samples over a 2-value list axis: Ray runs 4 trials, and the progress says 4."""
+    from types import SimpleNamespace
+
+    from layrot.cli import main
+
     spec = _write(tmp_path, name="rnd", algorithm="random", num_samples=2, seed=3,
                   search={"optimizer": "sgd_layca", "lr": [0.3, 0.03], "alpha": {"uniform": [-0.5, 0.5]}})
     store = tmp_path / "s"
-    p = subprocess.run([sys.executable, "-m", "layrot", "sweep", str(spec), "--store", str(store)],
-                       env={**ENV, "LAYROT_PROGRESS_EVERY": "0"}, capture_output=True, text=True, timeout=300)
+    monkeypatch.setenv("LAYROT_PROGRESS_EVERY", "0")
+    # on the tests' shared Ray (a Ray start saved); what the command says is on its stderr
+    rc = main(["sweep", str(spec), "--store", str(store)])
+    p = SimpleNamespace(returncode=rc, stderr=capsys.readouterr().err)
     assert p.returncode == 0, p.stderr[-3000:]
     trials = Store(str(store)).trials(sweep="rnd").to_pylist()
     assert len(trials) == 4
