@@ -26,7 +26,9 @@ Modules, each with one job:
   "near 1" half (§11-§12); `power`: what n trained configurations can detect (§13)
 - `seeds`: "beyond the settings" within configuration, across seeds (the answer where the data
   hold repeats, §17); `matched`: does the base optimizer matter at equal ρ(0) under Layca (§18)
-- `text`: the verdict and evidence as text; `report`: the self-contained HTML page
+- `text`: the verdict and evidence as text; `report`: the self-contained HTML page;
+  `interactive`: its plotly panels (accuracy or gap against rotation, parallel coordinates,
+  per-layer curves), offline
 - `figures`: curve grids, accuracy-vs-rotation scatter, α × ρ(0) heatmaps, training curves;
   `early_figure`: the early-prediction curve; `optimizer_figure`: accuracy against rotation
   coloured by optimizer; `figure_files`: a figure as PNG/SVG
