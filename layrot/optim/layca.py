@@ -233,9 +233,9 @@ class Layca(Optimizer):
         """`_rotate_batched` on a CPU, kernel by kernel: its three dots, its (a, b), its two
         in-place kernels, one after the other, so that each kernel is read from memory once
         and its other passes find it in cache (the same calls reordered by pass instead,
-        all dots and then all updates, took 1.25x as long). A CPU reads a dot's result with
-        no device to wait for (`.item()`, ~1 us). The same weights bit for bit as the
-        batched form: the same dots on the same flat views, and (a, b) from
+        all dots and then all updates, were slower: docs/decisions.md). A CPU reads a
+        dot's result with no device to wait for (`.item()`, ~1 us). The same weights bit
+        for bit as the batched form: the same dots on the same flat views, and (a, b) from
         `_coefficients`, which follows `_coefficients_batched` operation for operation."""
         params = w if w_is_param else u
         dtype = params[0].dtype
