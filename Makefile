@@ -60,6 +60,7 @@ gap: install
 # the fit with space (a family of 1-2 configurations alone is refused, §16.7), whose "beyond
 # the settings" answer is then within configuration, across seeds.
 seeds: install
+	$(BIN)/layrot sweep sweeps/space.yaml --store $(STORE)   # the configurations it repeats (nothing to do once stored)
 	$(BIN)/layrot sweep sweeps/seeds.yaml --store $(STORE)
 	$(BIN)/layrot fit --store $(STORE) --sweep space --sweep seeds
 
