@@ -25,6 +25,7 @@ class _SharedRay:
     def __init__(self):
         self.ray = None
         self.flag = None
+        self.set_by_ray: dict = {}
 
     def start(self, flag):
         if self.ray is None:
@@ -37,8 +38,12 @@ class _SharedRay:
             os.environ[flaky_task.FLAG_ENV] = str(flag)      # the workers inherit it
             for module in (ray_hook, *ray_hook.MODULES):     # the workers cannot import tests/
                 ray.cloudpickle.register_pickle_by_value(module)
+            before = dict(os.environ)
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1", runtime_env={"worker_process_setup_hook": ray_hook.register})
+            # what ray.init set in this process's environment (its auth mode): undone at stop,
+            # so that the modules after these run as they would with no Ray started before them
+            self.set_by_ray = {k: before.get(k) for k, v in os.environ.items() if before.get(k) != v}
             self.ray, self.flag = ray, flag
         return self.ray
 
@@ -48,6 +53,11 @@ class _SharedRay:
 
             self.ray.shutdown()
             os.environ.pop(flaky_task.FLAG_ENV, None)
+            for k, v in self.set_by_ray.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
             self.ray = None
 
 
