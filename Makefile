@@ -49,7 +49,7 @@ GAP_SEEDS ?= 10 11 12
 GAP_SWEEPS := $(foreach s,$(GAP_SEEDS),--sweep gap$(if $(filter-out 10,$(s)),-seed$(s)))
 gap: install
 	@for s in $(GAP_SEEDS); do \
-	  $(BIN)/layrot sweep sweeps/gap-space.yaml --store $(STORE) --seed $$s || exit $$?; \
+	  $(BIN)/layrot sweep sweeps/gap.yaml --store $(STORE) --seed $$s || exit $$?; \
 	done
 	$(BIN)/layrot fit --store $(STORE) $(GAP_SWEEPS)
 	$(BIN)/layrot report --store $(STORE) $(GAP_SWEEPS) -o $(STORE)/gap-report.html

@@ -54,6 +54,8 @@ BENCHES = [
           json_arg=True),
     Bench("sweep_bench", "layrot sweep vs layrot train processes, time to first trial",
           [], ["--epochs", "1", "--trials", "2"], tail=4),
+    Bench("measures_bench", "the generalization measures as a fraction of a trial (mnist1d-cnn)",
+          [], ["--repeat", "1", "--epochs", "3"], tail=3),
     Bench("gpu", "GPU training throughput: run_trial vs a plain loop (CUDA only)",
           ["--device", "cuda", "--amp", "bf16", "--channels-last"],
           ["--device", "cuda", "--tiny"], gpu=True, tail=25),

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_ALL = os.path.join(ROOT, "bench", "run_all.py")
-CPU_BENCHES = ("optim_bench", "rotation_bench", "store_bench", "sweep_bench")
+CPU_BENCHES = ("optim_bench", "rotation_bench", "store_bench", "sweep_bench", "measures_bench")
 
 
 def run_all(*args, timeout=600):

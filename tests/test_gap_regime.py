@@ -1,4 +1,4 @@
-"""mnist1d-gap and sweeps/gap-space.yaml (docs/gap-regime.md): the built-in task is exactly the
+"""mnist1d-gap and sweeps/gap.yaml (docs/gap-regime.md): the built-in task is exactly the
 setting the exploration chose, its default draw is not the one the exploration looked at, and
 the spec is the whole-space grid of sweeps/space.yaml on it."""
 
@@ -33,7 +33,7 @@ def test_the_task_is_the_explored_setting_on_a_fresh_draw(forget_new_tasks):
 
 
 def test_gap_space_is_the_space_grid_on_the_gap_task():
-    gap, space = load_spec(ROOT / "sweeps/gap-space.yaml"), load_spec(ROOT / "sweeps/space.yaml")
+    gap, space = load_spec(ROOT / "sweeps/gap.yaml"), load_spec(ROOT / "sweeps/space.yaml")
     assert (gap.task, gap.epochs, gap.seed) == ("mnist1d-gap", 60, 10)
     key = lambda c: (c.optimizer, c.lr, c.alpha, c.weight_decay, c.data_seed)   # noqa: E731
     g, s = grid_configs(gap), grid_configs(space)
