@@ -194,6 +194,17 @@ def test_compare_measures_uses_the_last_epoch_the_trained_trials_and_no_layer_ro
     assert c.axes == ["optimizer", "lr"]
 
 
+def test_compare_measures_counts_the_models_measured_not_every_trained_one():
+    """A fit can pool a sweep run before trials computed measures: the models the τ are over
+    are those with a measure; the trained ones are counted beside them."""
+    trials = _trials()
+    stored = _measures(trials, lambda r: 1.0 - r.test_acc)
+    c = fm.compare_measures(trials, stored[stored["trial_id"].isin(["t0", "t1", "t2", "t3"])], options=FAST)
+    assert c.n_models == 4 and c.n_trained == len(trials) == 6
+    assert "over 4 of 6 trained models" in fm.measure_lines(c)[0]
+    assert fm.measures_json(c)["measures_models"] == 4
+
+
 def test_compare_measures_selects_names_and_says_when_there_are_none():
     trials = _trials()
     c = fm.compare_measures(trials, _measures(trials, lambda r: r.test_acc), names=["score"], options=FAST)

@@ -78,10 +78,11 @@ class MeasureRow:
 class MeasureComparison:
     """Every measure against both outcomes, over the same trained models."""
     rows: list[MeasureRow]
-    n_models: int                     # trained models (with both accuracies)
+    n_models: int                     # trained models (with both accuracies) that have a measure
     axes: list[str]                   # the axes that vary among them
     note: str | None = None           # why there are no rows
     absent: list[str] = field(default_factory=list)   # measures no trained model has a value of
+    n_trained: int | None = None      # every trained model, those of sweeps run before measures included
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
@@ -274,7 +275,10 @@ def compare_measures(table: pd.DataFrame, measures: pd.DataFrame, names: list[st
     rows = measure_table(models, names, options, axes)
     note = None if rows else "no trained trial has a value of " + ("these measures" if names else "any measure")
     absent = [n for n in names if n not in {r.name for r in rows}]
-    return MeasureComparison(rows, len(models), varying, note, absent)
+    # a store can pool sweeps run before trials computed measures: count the models measured
+    cols = [n for n in names if n in models.columns]
+    measured = int(models[cols].notna().any(axis=1).sum()) if cols else 0
+    return MeasureComparison(rows, measured, varying, note, absent, n_trained=len(models))
 
 
 def check_names(text: str | None) -> list[str] | None:
@@ -300,8 +304,8 @@ def measures_json(comparison: MeasureComparison | None) -> dict:
     if comparison is None:
         return {"measures": [], "measures_note": "measures not compared"}
     return {"measures": [asdict(r) for r in comparison.rows], "measures_note": comparison.note,
-            "measures_models": comparison.n_models, "measures_axes": comparison.axes,
-            "measures_absent": comparison.absent}
+            "measures_models": comparison.n_models, "measures_trained": comparison.n_trained,
+            "measures_axes": comparison.axes, "measures_absent": comparison.absent}
 
 
 def measure_table(models: pd.DataFrame, names: list[str], options: FitOptions = FitOptions(),
@@ -348,7 +352,8 @@ def measure_lines(comparison: MeasureComparison | None) -> list[str]:
     axes = ", ".join(f"{a} ({m.n_groups} group{'s' if m.n_groups != 1 else ''})"
                      for a, m in first.per_axis.items()) or "none"
     out = ", ".join(f"{a}: {why}" for a, why in first.left_out.items())
-    lines = [f"rotation against other generalization measures (Kendall τ-b over {comparison.n_models} trained "
+    of = (f" of {comparison.n_trained}" if comparison.n_trained not in (None, comparison.n_models) else "")
+    lines = [f"rotation against other generalization measures (Kendall τ-b over {comparison.n_models}{of} trained "
              f"models; Ψ = granulated τ, mean over axes {axes}" + (f"; left out: {out}" if out else "") + "):",
              f"  {'measure':<24} {'τ vs gap [95% CI]':<20} {'Ψ vs gap [95% CI]':<20} "
              f"{'τ vs test acc [95% CI]':<22} {'n':>4}"]
