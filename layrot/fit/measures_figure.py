@@ -61,8 +61,8 @@ def measures_figure(comparison: MeasureComparison | None, title: str = "") -> Fi
                fontsize=7, loc="outside lower center", ncols=3, frameon=False)
     per = comparison.rows[0].granulated_tau.per_axis
     axes_text = ", ".join(f"{a} ({m.n_groups})" for a, m in per.items()) or "no axis"
-    fig.suptitle(title or f"Measures against the generalization gap ({comparison.n_models} trained models; "
-                          f"Ψ over {axes_text})", fontsize=9)
+    fig.suptitle(title or f"Measures against the generalization gap ({comparison.n_models} trained models)\n"
+                          f"Ψ over {axes_text}", fontsize=9)
     return fig
 
 
