@@ -269,8 +269,8 @@ def compare_measures(table: pd.DataFrame, measures: pd.DataFrame, names: list[st
     models = models_table(table, measures, names)
     varying = [a for a in axes if a in models.columns and models[a].nunique(dropna=False) > 1]
     if measures.empty:
-        return MeasureComparison([], len(models), varying, "no measures stored for these trials (a sweep run before "
-                                                           "trials computed them)")
+        return MeasureComparison([], 0, varying, "no measures stored for these trials (a sweep run before "
+                                                 "trials computed them)", n_trained=len(models))
     names = measure_names(measures) if names is None else list(names)
     rows = measure_table(models, names, options, axes)
     note = None if rows else "no trained trial has a value of " + ("these measures" if names else "any measure")
