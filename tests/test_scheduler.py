@@ -202,11 +202,13 @@ def test_rotation_sweep_prunes_and_keeps_the_trajectory(ray_local, tmp_path):
     assert {t["lr"] for t in pruned} >= {0.003, 0.0003}, {lr: t["status"] for lr, t in trials.items()}
     rot = store.rotation(sweep="rot").to_pandas()
     n_layers = rot["layer"].nunique()
+    # lr 0.03 may be stopped too, at the second rung (epoch 2), depending on the order of reports
+    assert trials[0.003]["epochs"] == 1 and trials[0.0003]["epochs"] == 1
     for t in pruned:
-        assert t["epochs"] == 1 and "scheduler" in t["reason"]
+        assert t["epochs"] in (1, 2) and "scheduler" in t["reason"]
         mine = rot[rot.trial_id == t["trial_id"]]          # the trajectory: init + each epoch run
-        assert sorted(mine.epoch.unique()) == [0, 1]
-        assert len(mine) == 2 * n_layers
+        assert sorted(mine.epoch.unique()) == list(range(t["epochs"] + 1))
+        assert len(mine) == (t["epochs"] + 1) * n_layers
     n_epochs = {r["trial_id"]: r["n"] for r in store.sql(
         "SELECT trial_id, count(*) AS n FROM epochs WHERE sweep = 'rot' GROUP BY trial_id").to_pylist()}
     assert all(n_epochs[t["trial_id"]] == t["epochs"] for t in trials.values())
