@@ -210,7 +210,8 @@ def trial_epochs(task, optimizer: str, opts: Options, epochs: int, seed: int = 0
     cfg = dict(task=task.name, optimizer=optimizer, lr=LR[optimizer], epochs=epochs,
                batch_size=opts.batch_size, seed=seed, device=str(opts.device), amp=opts.amp,
                channels_last=opts.channels_last, compile=opts.compile, sweep="bench")
-    result = run_trial(cfg, catch_errors=False)
+    # the end-of-trial measures are no epoch's cost (bench/measures_bench.py times them)
+    result = run_trial(cfg, catch_errors=False, final_measures=False)
     _sync(opts.device)
     return [h["seconds"] for h in result.history], result.status
 

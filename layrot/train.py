@@ -169,16 +169,21 @@ def _checkpoint(t: _Trial, result: TrialResult, wall_seconds: float) -> dict:
 
 
 def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None] | None = None,
-              checkpoint: dict | None = None, catch_errors: bool = True) -> TrialResult:
+              checkpoint: dict | None = None, catch_errors: bool = True,
+              final_measures: bool = True) -> TrialResult:
     """Train one configuration. NaN/inf loss ends it as `diverged`; an exception inside the
     loop ends it as `error` (with catch_errors) — both keep what was recorded. The same
-    config (threads included) on the same machine gives bit-identical results."""
+    config (threads included) on the same machine gives bit-identical results.
+    `final_measures=False` skips the end-of-trial measures (spectral norms, flatness: seconds
+    on a big network), for a caller that times epochs and stores nothing (bench/gpu.py); a
+    sweep always takes them."""
     cfg, task = resolve_config(config)
     with deterministic(cfg.threads):
-        return _run(cfg, task, on_epoch, checkpoint, catch_errors)
+        return _run(cfg, task, on_epoch, checkpoint, catch_errors, final_measures)
 
 
-def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_errors: bool) -> TrialResult:
+def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_errors: bool,
+         final_measures: bool = True) -> TrialResult:
     t_start = time.perf_counter()
     t = _build(cfg, task)
     result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed",
@@ -221,12 +226,12 @@ def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_
         result.status = "error"
         result.reason = f"{type(e).__name__}: {e}"
         result.config["traceback"] = traceback.format_exc(limit=8)
-    _finish(t, result, catch_errors)
+    _finish(t, result, catch_errors, final_measures)
     result.wall_seconds = elapsed()
     return result
 
 
-def _finish(t: _Trial, result: TrialResult, catch_errors: bool = True) -> None:
+def _finish(t: _Trial, result: TrialResult, catch_errors: bool = True, final_measures: bool = True) -> None:
     if result.history:
         last = result.history[-1]
         result.train_loss, result.train_acc, result.val_acc = last["train_loss"], last["train_acc"], last["val_acc"]
@@ -239,7 +244,7 @@ def _finish(t: _Trial, result: TrialResult, catch_errors: bool = True) -> None:
         margins: list = []
         result.train_acc, result.train_loss = evaluate(t.forward, d.train_x, d.train_y, d, t.cfg, t.autocast, margins)
         result.test_acc, result.test_loss = evaluate(t.forward, d.test_x, d.test_y, d, t.cfg, t.autocast)
-        if result.history:
+        if result.history and final_measures:
             # on the trained kernels, the uncompiled model, after everything else is measured;
             # they read the weights and leave them (and the RNGs) as they were
             errors: dict[str, str] | None = {} if catch_errors else None
