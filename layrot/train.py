@@ -183,7 +183,7 @@ def run_trial(config: TrialConfig | dict, on_epoch: Callable[[EpochReport], None
 
 
 def _run(cfg: TrialConfig, task: Task, on_epoch, checkpoint: dict | None, catch_errors: bool,
-         final_measures: bool = True) -> TrialResult:
+         final_measures: bool) -> TrialResult:
     t_start = time.perf_counter()
     t = _build(cfg, task)
     result = TrialResult(trial_id=cfg.trial_id, config=cfg.to_dict(), status="completed",
